@@ -1,0 +1,1 @@
+"""The three twofa services: auth, enrolment and audit."""

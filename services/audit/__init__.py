@@ -1,0 +1,1 @@
+"""The audit service: a hash-chained, append-only record of every event."""

@@ -1,0 +1,1 @@
+"""The auth service: accounts, passwords, login with the second factor, tokens."""

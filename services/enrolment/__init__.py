@@ -1,0 +1,1 @@
+"""The enrolment service: turning two-factor authentication on and off."""

@@ -1,0 +1,100 @@
+"""The ``twofa`` command: ``migrate``, ``relay`` and ``dev`` (the embedded stack)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+
+from shared import devstack
+from shared.config import ConfigurationError, Settings
+from shared.db import create_pool, migrate
+from shared.domain.contract import PUBLIC_EVENTS
+from shared.domain.events import REGISTRY
+from shared.eventstore import EventStore
+from shared.kafka import ensure_topics
+from shared.logs import configure_logging
+from shared.relay import Relay, RelayOptions
+
+__all__ = ["main"]
+
+log = logging.getLogger("twofa")
+
+
+def stop_on_signals() -> asyncio.Event:
+    """An event set by SIGINT or SIGTERM, for a graceful stop."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+async def run_migrate(settings: Settings) -> None:
+    applied = await migrate(settings.require_migration_url())
+    print(f"applied {len(applied)} migration(s)" + (": " + ", ".join(applied) if applied else ""))
+
+
+async def run_relay(settings: Settings) -> None:
+    bootstrap = settings.require_kafka()
+    await ensure_topics(
+        bootstrap,
+        [settings.kafka_topic, settings.dlq_topic],
+        partitions=settings.kafka_topic_partitions,
+        replication_factor=settings.kafka_replication_factor,
+    )
+    pool = await create_pool(settings.require_database_url(), min_size=1, max_size=2)
+    try:
+        relay = Relay(
+            dsn=settings.require_database_url(),
+            store=EventStore(pool, REGISTRY),
+            mapping=PUBLIC_EVENTS,
+            bootstrap_servers=bootstrap,
+            options=RelayOptions(
+                topic=settings.kafka_topic,
+                name=settings.relay_name,
+                batch_size=settings.relay_batch_size,
+                poll_interval=settings.relay_poll_interval_seconds,
+                standby_retry=settings.relay_standby_retry_seconds,
+            ),
+        )
+        await relay.run(stop_on_signals())
+    finally:
+        await pool.close()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="twofa", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("migrate", help="apply the SQL migrations (idempotent)")
+    sub.add_parser("relay", help="publish stored events to Kafka (one active at a time)")
+    dev = sub.add_parser("dev", help="run the whole stack on embedded PostgreSQL and broker")
+    dev.add_argument("--data-dir", default=".twofa", help="where the embedded data lives")
+    args = parser.parse_args(argv)
+
+    try:
+        settings = Settings.load()
+    except ConfigurationError as exc:
+        print(f"twofa: configuration error: {exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_level, service=args.command)
+    try:
+        if args.command == "migrate":
+            asyncio.run(run_migrate(settings))
+        elif args.command == "relay":
+            asyncio.run(run_relay(settings))
+        elif args.command == "dev":
+            return devstack.run(args.data_dir)
+    except ConfigurationError as exc:
+        print(f"twofa: configuration error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

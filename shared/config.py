@@ -1,0 +1,167 @@
+"""Configuration from the environment (prefix ``TWOFA_``), one ``Settings`` for every process.
+
+In development a missing key is replaced by a throwaway one (and the log says so); in
+production the same gap stops the process before it serves anything.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import secrets
+from enum import StrEnum
+from typing import Annotated, Self
+
+from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+__all__ = ["ConfigurationError", "Environment", "Settings", "parse_key_ring"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_TOPIC = "twofa.events.v1"
+
+
+class ConfigurationError(ValueError):
+    """The configuration cannot run safely (missing or placeholder secrets in production)."""
+
+
+class Environment(StrEnum):
+    development = "development"
+    production = "production"
+
+
+def parse_key_ring(raw: str) -> dict[str, bytes]:
+    """Parse ``kid:base64key,kid2:base64key`` into key id → 32-byte key."""
+    ring: dict[str, bytes] = {}
+    for part in (p.strip() for p in raw.split(",")):
+        if not part:
+            continue
+        kid, sep, encoded = part.partition(":")
+        if not sep or not kid:
+            raise ConfigurationError("encryption keys must look like 'kid:base64key,...'")
+        try:
+            key = base64.b64decode(encoded, validate=True)
+        except ValueError as exc:
+            raise ConfigurationError(f"encryption key {kid!r} is not valid base64") from exc
+        if len(key) != 32:
+            raise ConfigurationError(f"encryption key {kid!r} must be 32 bytes (AES-256)")
+        if kid in ring:
+            raise ConfigurationError(f"encryption key id {kid!r} appears twice")
+        ring[kid] = key
+    return ring
+
+
+def _throwaway_key() -> str:
+    return base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+class Settings(BaseSettings):
+    """Every setting twofa reads; the README's configuration table lists them all."""
+
+    model_config = SettingsConfigDict(env_prefix="TWOFA_", extra="ignore")
+
+    env: Environment = Environment.development
+    log_level: str = "INFO"
+
+    database_url: str | None = Field(
+        default=None, description="PostgreSQL URL the services use (a role without ownership)."
+    )
+    migration_database_url: str | None = Field(
+        default=None, description="PostgreSQL URL that owns the schema; defaults to database_url."
+    )
+    database_pool_min: int = Field(default=2, ge=1, le=100)
+    database_pool_max: int = Field(default=10, ge=1, le=200)
+
+    kafka_bootstrap_servers: str | None = None
+    kafka_topic: str = DEFAULT_TOPIC
+    kafka_client_id: str = "twofa"
+    kafka_topic_partitions: int = Field(default=4, ge=1, le=1000)
+    kafka_replication_factor: int = Field(default=1, ge=1, le=10)
+    # Tansu holds every fetch for the whole wait, so a low wait keeps latency low there.
+    kafka_fetch_max_wait_ms: int | None = Field(default=None, ge=1, le=60_000)
+
+    relay_name: str = "twofa.events.v1"
+    relay_batch_size: int = Field(default=500, ge=1, le=10_000)
+    relay_poll_interval_seconds: float = Field(default=1.0, gt=0, le=60)
+    relay_standby_retry_seconds: float = Field(default=1.0, gt=0, le=60)
+
+    snapshot_every: int = Field(default=100, ge=1)
+
+    encryption_keys: Annotated[SecretStr | None, NoDecode] = None
+    encryption_active_key_id: str | None = None
+
+    @model_validator(mode="after")
+    def _check_secrets(self) -> Self:
+        if self.encryption_keys is None:
+            if self.env is Environment.production:
+                raise ConfigurationError("TWOFA_ENCRYPTION_KEYS is required in production")
+            kid = "dev-" + secrets.token_hex(4)
+            self.encryption_keys = SecretStr(f"{kid}:{_throwaway_key()}")
+            self.encryption_active_key_id = kid
+            log.warning(
+                "no TWOFA_ENCRYPTION_KEYS set: using a throwaway key %s; "
+                "secrets encrypted now cannot be read after a restart",
+                kid,
+            )
+        ring = parse_key_ring(self.encryption_keys.get_secret_value())
+        if not ring:
+            raise ConfigurationError("TWOFA_ENCRYPTION_KEYS holds no key")
+        if self.encryption_active_key_id is None:
+            if len(ring) != 1:
+                raise ConfigurationError(
+                    "TWOFA_ENCRYPTION_ACTIVE_KEY_ID must name one of several encryption keys"
+                )
+            self.encryption_active_key_id = next(iter(ring))
+        if self.encryption_active_key_id not in ring:
+            raise ConfigurationError(
+                f"TWOFA_ENCRYPTION_ACTIVE_KEY_ID {self.encryption_active_key_id!r} is not a key id"
+            )
+        if self.env is Environment.production and any(
+            kid.startswith("dev-") or len(set(key)) < 8 for kid, key in ring.items()
+        ):
+            raise ConfigurationError("placeholder encryption keys are refused in production")
+        if self.database_pool_min > self.database_pool_max:
+            raise ConfigurationError("TWOFA_DATABASE_POOL_MIN exceeds TWOFA_DATABASE_POOL_MAX")
+        return self
+
+    @classmethod
+    def load(cls) -> Settings:
+        """Read the environment; ``ConfigurationError`` names what is wrong (never a value)."""
+        try:
+            return cls()
+        except ValidationError as exc:
+            problems = []
+            for error in exc.errors():
+                where = "_".join(str(part) for part in error["loc"]).upper()
+                message = error["msg"].removeprefix("Value error, ")
+                problems.append(f"TWOFA_{where}: {message}" if where else message)
+            raise ConfigurationError("; ".join(problems)) from None
+
+    @property
+    def fetch_max_wait_ms(self) -> int:
+        """Consumer fetch wait: low in development (Tansu), Kafka's usual in production."""
+        if self.kafka_fetch_max_wait_ms is not None:
+            return self.kafka_fetch_max_wait_ms
+        return 10 if self.env is Environment.development else 500
+
+    @property
+    def dlq_topic(self) -> str:
+        return self.kafka_topic + ".dlq"
+
+    def key_ring(self) -> dict[str, bytes]:
+        assert self.encryption_keys is not None  # set by the validator
+        return parse_key_ring(self.encryption_keys.get_secret_value())
+
+    def require_database_url(self) -> str:
+        if not self.database_url:
+            raise ConfigurationError("TWOFA_DATABASE_URL is not set")
+        return self.database_url
+
+    def require_migration_url(self) -> str:
+        return self.migration_database_url or self.require_database_url()
+
+    def require_kafka(self) -> str:
+        if not self.kafka_bootstrap_servers:
+            raise ConfigurationError("TWOFA_KAFKA_BOOTSTRAP_SERVERS is not set")
+        return self.kafka_bootstrap_servers

@@ -1,0 +1,1 @@
+"""The two-factor domain: events, and the Account and TwoFactor aggregates."""

@@ -1,0 +1,225 @@
+"""Every domain event twofa stores, by stream.
+
+Streams: ``account-{id}`` (the login identity) and ``twofactor-{id}`` (its second
+factor). Fields that hold a secret carry only its ciphertext or one-way hash, and none of
+them is ever published (see ``shared.domain.contract``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from shared.events import DomainEvent, EventRegistry
+
+__all__ = ["REGISTRY"]
+
+REGISTRY = EventRegistry()
+register = REGISTRY.register
+
+
+# account-{id} ------------------------------------------------------------------------
+
+
+@register
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AccountRegistered(DomainEvent):
+    type = "account.registered"
+    username: str
+    email: str
+    password_hash: str
+
+
+@register
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PasswordChanged(DomainEvent):
+    type = "account.password_changed"
+    password_hash: str
+
+
+@register
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EmailChanged(DomainEvent):
+    type = "account.email_changed"
+    email: str
+    previous_email: str
+
+
+@register
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RoleGranted(DomainEvent):
+    type = "account.role_granted"
+    role: str
+
+
+@register
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RoleRevoked(DomainEvent):
+    type = "account.role_revoked"
+    role: str
+
+
+@register
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LoginSucceeded(DomainEvent):
+    type = "login.succeeded"
+    session_id: str
+    amr: tuple[str, ...]
+    acr: str
+
+
+@register
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LoginFailed(DomainEvent):
+    type = "login.failed"
+    reason: str
+    consecutive_failures: int
+
+
+@register
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AccountLocked(DomainEvent):
+    type = "account.locked"
+    factor: str
+    until: datetime
+
+
+@register
+@dataclass(frozen=True, slots=True, kw_only=True)
+class AccountUnlocked(DomainEvent):
+    type = "account.unlocked"
+    factor: str
+
+
+@register
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SessionStarted(DomainEvent):
+    type = "session.started"
+    session_id: str
+    refresh_token_hash: str
+    expires_at: datetime
+
+
+@register
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SessionRefreshed(DomainEvent):
+    type = "session.refreshed"
+    session_id: str
+    refresh_token_hash: str
+
+
+@register
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SessionEnded(DomainEvent):
+    type = "session.ended"
+    session_id: str
+
+
+@register
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SessionRevoked(DomainEvent):
+    type = "session.revoked"
+    session_id: str
+    reason: str
+
+
+# twofactor-{id} ----------------------------------------------------------------------
+
+
+@register
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EnrolmentStarted(DomainEvent):
+    type = "twofa.enrolment_started"
+    encrypted_secret: str
+    expires_at: datetime
+
+
+@register
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TwoFactorEnabled(DomainEvent):
+    type = "twofa.enabled"
+    time_step: int
+    recovery_code_hashes: tuple[str, ...]
+
+
+@register
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OtpVerified(DomainEvent):
+    type = "twofa.otp_verified"
+    time_step: int
+    purpose: str
+
+
+@register
+@dataclass(frozen=True, slots=True, kw_only=True)
+class OtpFailed(DomainEvent):
+    type = "twofa.otp_failed"
+    purpose: str
+    consecutive_failures: int
+
+
+@register
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RecoveryCodeUsed(DomainEvent):
+    type = "twofa.recovery_code_used"
+    code_index: int
+    purpose: str
+    remaining: int
+
+
+@register
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RecoveryCodesRegenerated(DomainEvent):
+    type = "twofa.recovery_codes_regenerated"
+    recovery_code_hashes: tuple[str, ...]
+
+
+@register
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TwoFactorDisabled(DomainEvent):
+    type = "twofa.disabled"
+    method: str
+
+
+@register
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SecondFactorLocked(DomainEvent):
+    type = "twofa.locked"
+    factor: str
+    until: datetime
+    consecutive_failures: int
+
+
+@register
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ResetRequested(DomainEvent):
+    type = "twofa.reset_requested"
+    request_id: str
+    requested_by: str
+    ticket: str
+    reason: str
+
+
+@register
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ResetApproved(DomainEvent):
+    type = "twofa.reset_approved"
+    request_id: str
+    approved_by: str
+    effective_at: datetime
+
+
+@register
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ResetCancelled(DomainEvent):
+    type = "twofa.reset_cancelled"
+    request_id: str
+    cancelled_by: str
+    reason: str
+
+
+@register
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ResetCompleted(DomainEvent):
+    type = "twofa.reset_completed"
+    request_id: str

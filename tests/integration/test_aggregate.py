@@ -1,0 +1,133 @@
+"""Aggregates loaded from snapshots plus later events; migrations applied idempotently."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+import pytest
+
+from shared.aggregate import Loaded, Repository
+from shared.db import migrate
+from shared.events import DomainEvent, EventRegistry, NewEvent
+from shared.eventstore import ConcurrencyError, EventStore
+
+pytestmark = pytest.mark.integration
+
+registry = EventRegistry()
+
+
+@registry.register
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Added(DomainEvent):
+    type = "test.added"
+    amount: int
+
+
+@dataclass(frozen=True, slots=True)
+class Total:
+    value: int
+    events: int
+
+
+class Counter:
+    """A small fold: the running total of ``Added`` events, and how many it folded."""
+
+    snapshot_type = "counter"
+    snapshot_schema_version = 1
+
+    def __init__(self) -> None:
+        self.folded = 0
+
+    def initial(self) -> Total:
+        return Total(0, 0)
+
+    def evolve(self, state: Total, event: DomainEvent) -> Total:
+        assert isinstance(event, Added)
+        self.folded += 1
+        return Total(state.value + event.amount, state.events + 1)
+
+    def to_snapshot(self, state: Total) -> dict[str, Any]:
+        return {"value": state.value, "events": state.events}
+
+    def from_snapshot(self, data: dict[str, Any]) -> Total:
+        return Total(data["value"], data["events"])
+
+
+def adds(n: int) -> list[NewEvent]:
+    return [NewEvent(Added(amount=1)) for _ in range(n)]
+
+
+async def test_long_stream_loads_from_its_snapshot(pool: asyncpg.Pool) -> None:
+    store = EventStore(pool, registry)
+    fold = Counter()
+    repo = Repository(store, fold, snapshot_every=100)
+    sid = f"counter-{uuid.uuid4()}"
+    loaded: Loaded[Total] = await repo.load(sid)
+    for _ in range(100):  # 10,000 events, 100 per append
+        loaded = await repo.save(sid, loaded, adds(100))
+    loaded = await repo.save(sid, loaded, adds(7))
+    assert loaded.version == 10_007
+
+    fold.folded = 0
+    again = await repo.load(sid)
+    assert again == Loaded(Total(10_007, 10_007), 10_007)
+    assert fold.folded == 7  # only the events after the newest snapshot were read
+
+    await pool.execute("DELETE FROM snapshots")  # a cache: dropping it changes nothing
+    fold.folded = 0
+    assert await repo.load(sid) == again
+    assert fold.folded == 10_007
+
+
+async def test_save_with_a_stale_load_raises(pool: asyncpg.Pool) -> None:
+    repo = Repository(EventStore(pool, registry), Counter())
+    sid = f"counter-{uuid.uuid4()}"
+    stale = await repo.load(sid)
+    await repo.save(sid, stale, adds(1))
+    with pytest.raises(ConcurrencyError):
+        await repo.save(sid, stale, adds(1))
+
+
+async def test_snapshot_rolls_back_with_its_transaction(pool: asyncpg.Pool) -> None:
+    repo = Repository(EventStore(pool, registry), Counter(), snapshot_every=2)
+    sid = f"counter-{uuid.uuid4()}"
+    loaded = await repo.load(sid)
+    async with pool.acquire() as conn:
+        tx = conn.transaction()
+        await tx.start()
+        await repo.save(sid, loaded, adds(3), connection=conn)
+        assert await conn.fetchval("SELECT count(*) FROM snapshots WHERE stream_id = $1", sid) == 1
+        await tx.rollback()
+    assert await pool.fetchval("SELECT count(*) FROM snapshots WHERE stream_id = $1", sid) == 0
+    assert await repo.load(sid) == Loaded(Total(0, 0), 0)
+
+
+async def test_migrations_apply_once(database_url: str) -> None:
+    assert await migrate(database_url) == []  # the template already has them all
+    conn = await asyncpg.connect(database_url)
+    try:
+        names = await conn.fetch("SELECT name FROM schema_migrations ORDER BY name")
+    finally:
+        await conn.close()
+    assert names[0]["name"] == "0001_event_store"
+
+
+async def test_migrations_on_an_empty_database_then_again(postgres_url: str) -> None:
+    from tests.servers import with_database
+
+    name = f"twofa_fresh_{uuid.uuid4().hex[:10]}"
+    admin = await asyncpg.connect(postgres_url)
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    try:
+        url = with_database(postgres_url, name)
+        import asyncio
+
+        first, second = await asyncio.gather(migrate(url), migrate(url))
+        assert sorted([first, second], key=len) == [[], ["0001_event_store"]]
+        assert await migrate(url) == []
+    finally:
+        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+        await admin.close()

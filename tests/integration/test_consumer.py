@@ -1,0 +1,200 @@
+"""The consumer loop against real PostgreSQL and Kafka: once per event id, DLQ, shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import asyncpg
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from shared.consumer import ConsumerOptions, EventConsumer, Handler
+from shared.integration import IntegrationEvent
+from tests.kafka_helpers import eventually, read_topic
+
+pytestmark = pytest.mark.integration
+
+
+def integration_event(kind: str = "login.failed", account: str | None = None) -> IntegrationEvent:
+    return IntegrationEvent(
+        id=uuid.uuid4(),
+        type=kind,
+        source="/twofa/account",
+        subject=account or str(uuid.uuid4()),
+        time=datetime.now(UTC),
+        data={"reason": "password", "consecutive_failures": 1},
+        dataschema=f"urn:twofa:event:{kind}:v1",
+        sequence=1,
+    )
+
+
+async def publish(
+    bootstrap: str, topic: str, records: list[tuple[list[tuple[str, bytes]], bytes]]
+) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        for headers, value in records:
+            await producer.send_and_wait(topic, value, key=b"k", headers=headers)
+    finally:
+        await producer.stop()
+
+
+def wire(event: IntegrationEvent) -> tuple[list[tuple[str, bytes]], bytes]:
+    return event.headers(), event.body()
+
+
+@pytest.fixture
+async def seen_table(pool: asyncpg.Pool) -> str:
+    # No unique key on purpose: a second effect of one event would show as a second row.
+    await pool.execute("CREATE TABLE seen (event_id uuid NOT NULL, type text NOT NULL)")
+    return "seen"
+
+
+async def record_seen(conn: asyncpg.Connection, event: IntegrationEvent) -> None:
+    await conn.execute("INSERT INTO seen (event_id, type) VALUES ($1, $2)", event.id, event.type)
+
+
+@contextlib.asynccontextmanager
+async def consuming(
+    pool: asyncpg.Pool, bootstrap: str, topic: str, handler: Handler, name: str
+) -> AsyncIterator[EventConsumer]:
+    consumer = EventConsumer(
+        pool=pool,
+        bootstrap_servers=bootstrap,
+        handler=handler,
+        options=ConsumerOptions(
+            name=name, topics=(topic,), dlq_topic=topic + ".dlq", retry_seconds=0.05
+        ),
+    )
+    stop, started = asyncio.Event(), asyncio.Event()
+    task = asyncio.create_task(consumer.run(stop, started))
+    await asyncio.wait_for(started.wait(), 30)
+    try:
+        yield consumer
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)  # graceful: commits and leaves the group
+
+
+async def seen_count(pool: asyncpg.Pool) -> int:
+    return int(await pool.fetchval("SELECT count(*) FROM seen"))
+
+
+async def test_redelivered_events_have_no_second_effect(
+    pool: asyncpg.Pool, kafka_bootstrap: str, topic: str, seen_table: str
+) -> None:
+    events = [integration_event() for _ in range(5)]
+    # Each event is on the topic twice, as an at-least-once relay may leave it.
+    await publish(kafka_bootstrap, topic, [wire(e) for e in events] * 2)
+    group = f"test-{uuid.uuid4().hex[:8]}"
+    async with consuming(pool, kafka_bootstrap, topic, record_seen, group):
+        await eventually(lambda: _processed(pool, group, 5))
+        await eventually(lambda: _committed(kafka_bootstrap, topic, group, 10))
+    assert await seen_count(pool) == 5
+
+    # Rewind the group to the beginning: everything is redelivered, nothing happens twice.
+    await _rewind(kafka_bootstrap, topic, group)
+    async with consuming(pool, kafka_bootstrap, topic, record_seen, group):
+        await eventually(lambda: _committed(kafka_bootstrap, topic, group, 10))
+    assert await seen_count(pool) == 5
+    rows = await pool.fetch("SELECT DISTINCT event_id FROM seen")
+    assert {r["event_id"] for r in rows} == {e.id for e in events}
+
+
+async def test_malformed_and_failing_events_go_to_the_dlq_and_the_loop_goes_on(
+    pool: asyncpg.Pool, kafka_bootstrap: str, topic: str, seen_table: str
+) -> None:
+    poison = integration_event("account.poison")
+    good = [integration_event() for _ in range(3)]
+
+    async def handler(conn: asyncpg.Connection, event: IntegrationEvent) -> None:
+        await record_seen(conn, event)
+        if event.type == "account.poison":
+            raise ValueError("cannot handle this one")
+
+    await publish(
+        kafka_bootstrap,
+        topic,
+        [
+            ([], b"not an event"),  # no headers, not JSON
+            wire(good[0]),
+            (good[1].headers(), b"{broken"),  # right headers, broken body
+            wire(poison),
+            wire(good[1]),
+            wire(good[2]),
+        ],
+    )
+    group = f"test-{uuid.uuid4().hex[:8]}"
+    async with consuming(pool, kafka_bootstrap, topic, handler, group):
+        await eventually(lambda: _committed(kafka_bootstrap, topic, group, 6))
+    rows = await pool.fetch("SELECT event_id FROM seen")
+    assert {r["event_id"] for r in rows} == {e.id for e in good}  # poison's insert rolled back
+    assert not await pool.fetchval(
+        "SELECT count(*) FROM processed_events WHERE event_id = $1", poison.id
+    )
+    dead = await read_topic(kafka_bootstrap, topic + ".dlq", until=lambda r: len(r) >= 3)
+    errors = [dict(r.headers)["dlq_error"].decode() for r in dead]
+    assert [r.value for r in dead] == [b"not an event", b"{broken", poison.body()]
+    assert "MalformedEventError" in errors[0]
+    assert "ValueError: cannot handle this one" in errors[2]
+    assert all(dict(r.headers)["dlq_consumer"] == group.encode() for r in dead)
+
+
+async def test_an_outage_is_waited_out_not_dead_lettered(
+    pool: asyncpg.Pool, kafka_bootstrap: str, topic: str, seen_table: str
+) -> None:
+    attempts = 0
+
+    async def flaky(conn: asyncpg.Connection, event: IntegrationEvent) -> None:
+        nonlocal attempts
+        attempts += 1
+        if attempts < 3:
+            raise ConnectionResetError("database went away")
+        await record_seen(conn, event)
+
+    event = integration_event()
+    await publish(kafka_bootstrap, topic, [wire(event)])
+    group = f"test-{uuid.uuid4().hex[:8]}"
+    async with consuming(pool, kafka_bootstrap, topic, flaky, group):
+        await eventually(lambda: _committed(kafka_bootstrap, topic, group, 1))
+    assert attempts == 3
+    assert await seen_count(pool) == 1
+
+
+async def _processed(pool: asyncpg.Pool, consumer: str, n: int) -> bool:
+    got = await pool.fetchval("SELECT count(*) FROM processed_events WHERE consumer = $1", consumer)
+    return bool(got >= n)
+
+
+async def _committed(bootstrap: str, topic: str, group: str, total: int) -> bool:
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        parts = consumer.partitions_for_topic(topic) or set()
+        offsets = 0
+        for p in parts:
+            committed = await consumer.committed(TopicPartition(topic, p))
+            offsets += committed or 0
+        return offsets >= total
+    finally:
+        await consumer.stop()
+
+
+async def _rewind(bootstrap: str, topic: str, group: str) -> None:
+    """Join the group and commit offset 0 everywhere, as an operator's reset would."""
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False
+    )
+    await consumer.start()
+    try:
+        await eventually(lambda: bool(consumer.assignment()) or consumer.getmany(timeout_ms=100))
+        await consumer.commit({tp: 0 for tp in consumer.assignment()})
+    finally:
+        await consumer.stop()

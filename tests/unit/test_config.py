@@ -1,0 +1,97 @@
+"""Settings: development fills gaps with throwaway keys, production refuses them."""
+
+from __future__ import annotations
+
+import base64
+import logging
+import secrets
+
+import pytest
+
+from shared.config import ConfigurationError, Settings
+
+
+def key() -> str:
+    return base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    for name in list(os.environ):
+        if name.startswith("TWOFA_"):
+            monkeypatch.delenv(name)
+
+
+def test_development_generates_a_throwaway_key_and_says_so(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.WARNING):
+        settings = Settings.load()
+    assert settings.encryption_active_key_id is not None
+    assert settings.encryption_active_key_id.startswith("dev-")
+    assert len(settings.key_ring()[settings.encryption_active_key_id]) == 32
+    assert "throwaway key" in caplog.text
+    assert settings.key_ring()[settings.encryption_active_key_id].hex() not in caplog.text
+
+
+def test_production_refuses_to_start_without_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TWOFA_ENV", "production")
+    with pytest.raises(ConfigurationError, match="TWOFA_ENCRYPTION_KEYS"):
+        Settings.load()
+
+
+def test_production_refuses_placeholder_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TWOFA_ENV", "production")
+    zeros = base64.b64encode(bytes(32)).decode()
+    monkeypatch.setenv("TWOFA_ENCRYPTION_KEYS", f"k1:{zeros}")
+    with pytest.raises(ConfigurationError, match="placeholder"):
+        Settings.load()
+
+
+def test_production_accepts_real_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TWOFA_ENV", "production")
+    monkeypatch.setenv("TWOFA_ENCRYPTION_KEYS", f"2026-01:{key()},2026-06:{key()}")
+    monkeypatch.setenv("TWOFA_ENCRYPTION_ACTIVE_KEY_ID", "2026-06")
+    settings = Settings.load()
+    assert set(settings.key_ring()) == {"2026-01", "2026-06"}
+    assert settings.fetch_max_wait_ms == 500
+
+
+@pytest.mark.parametrize(
+    ("keys", "active", "message"),
+    [
+        ("k1", None, "kid:base64key"),  # no separator
+        ("k1:not base64!", None, "base64"),
+        (f"k1:{base64.b64encode(b'short').decode()}", None, "32 bytes"),
+        ("k1:{k},k1:{k}", None, "twice"),
+        ("k1:{k},k2:{k}", None, "must name one"),
+        ("k1:{k}", "k9", "is not a key id"),
+        (" , ", None, "holds no key"),
+    ],
+)
+def test_bad_key_configuration_is_refused(
+    monkeypatch: pytest.MonkeyPatch, keys: str, active: str | None, message: str
+) -> None:
+    monkeypatch.setenv("TWOFA_ENCRYPTION_KEYS", keys.replace("{k}", key()))
+    if active:
+        monkeypatch.setenv("TWOFA_ENCRYPTION_ACTIVE_KEY_ID", active)
+    with pytest.raises(ConfigurationError, match=message):
+        Settings.load()
+
+
+def test_fetch_wait_is_low_in_development_and_configurable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert Settings.load().fetch_max_wait_ms == 10
+    monkeypatch.setenv("TWOFA_KAFKA_FETCH_MAX_WAIT_MS", "250")
+    assert Settings.load().fetch_max_wait_ms == 250
+
+
+def test_missing_servers_are_reported_clearly() -> None:
+    settings = Settings.load()
+    with pytest.raises(ConfigurationError, match="TWOFA_DATABASE_URL"):
+        settings.require_database_url()
+    with pytest.raises(ConfigurationError, match="TWOFA_KAFKA_BOOTSTRAP_SERVERS"):
+        settings.require_kafka()
