@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -59,6 +60,7 @@ async def run_relay(settings: Settings) -> None:
                 batch_size=settings.relay_batch_size,
                 poll_interval=settings.relay_poll_interval_seconds,
                 standby_retry=settings.relay_standby_retry_seconds,
+                client_id=f"{settings.kafka_client_id}-relay",
             ),
         )
         await relay.run(stop_on_signals())
@@ -75,6 +77,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     dev.add_argument("--data-dir", default=".twofa", help="where the embedded data lives")
     args = parser.parse_args(argv)
 
+    if args.command == "dev":  # it sets up the environment its children load settings from
+        configure_logging(os.environ.get("TWOFA_LOG_LEVEL", "INFO"), service="dev")
+        return devstack.run(args.data_dir)
     try:
         settings = Settings.load()
     except ConfigurationError as exc:
@@ -86,8 +91,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             asyncio.run(run_migrate(settings))
         elif args.command == "relay":
             asyncio.run(run_relay(settings))
-        elif args.command == "dev":
-            return devstack.run(args.data_dir)
     except ConfigurationError as exc:
         print(f"twofa: configuration error: {exc}", file=sys.stderr)
         return 2

@@ -9,7 +9,14 @@ from typing import Any
 import asyncpg
 import orjson
 
-__all__ = ["MIGRATIONS_DIR", "connect", "create_pool", "ensure_service_role", "migrate"]
+__all__ = [
+    "MIGRATIONS_DIR",
+    "connect",
+    "create_pool",
+    "ensure_database",
+    "ensure_service_role",
+    "migrate",
+]
 
 log = logging.getLogger(__name__)
 
@@ -107,5 +114,16 @@ async def ensure_service_role(admin_dsn: str, role: str) -> None:
                 EXCEPTION WHEN duplicate_object THEN NULL;
                 END $$"""
         )
+    finally:
+        await conn.close()
+
+
+async def ensure_database(admin_dsn: str, name: str) -> None:
+    """Create database ``name`` on the server of ``admin_dsn`` unless it exists."""
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", name):
+            quoted = name.replace('"', '""')
+            await conn.execute(f'CREATE DATABASE "{quoted}"')
     finally:
         await conn.close()

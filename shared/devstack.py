@@ -19,12 +19,13 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 
-from shared.db import ensure_service_role, migrate
+from shared.db import ensure_database, ensure_service_role, migrate
 from shared.devservers import EmbeddedBroker, EmbeddedPostgres
 
 __all__ = ["run"]
 
 SERVICE_ROLE = "twofa_service"
+DATABASE = "twofa"
 
 
 def _say(message: str) -> None:
@@ -59,9 +60,10 @@ def run(data_dir: str) -> int:
         if not os.environ.get("TWOFA_DATABASE_URL"):
             _say("starting embedded PostgreSQL …")
             pg = stack.enter_context(EmbeddedPostgres(root / "postgres"))
-            admin = pg.dsn()
+            asyncio.run(ensure_database(pg.dsn(), DATABASE))
+            admin = pg.dsn(DATABASE)
             env["TWOFA_MIGRATION_DATABASE_URL"] = admin
-            env["TWOFA_DATABASE_URL"] = pg.dsn(user=SERVICE_ROLE)
+            env["TWOFA_DATABASE_URL"] = pg.dsn(DATABASE, user=SERVICE_ROLE)
         else:
             admin = env.get("TWOFA_MIGRATION_DATABASE_URL") or env["TWOFA_DATABASE_URL"]
         if not os.environ.get("TWOFA_KAFKA_BOOTSTRAP_SERVERS"):

