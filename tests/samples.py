@@ -24,6 +24,8 @@ _BY_TYPE: dict[Any, Any] = {
     int: 3,
     datetime: datetime(2026, 11, 28, 12, 0, tzinfo=UTC),
     tuple[str, ...]: ("pwd", "otp"),
+    bool: True,
+    str | None: "sample",
 }
 
 

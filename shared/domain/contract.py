@@ -19,17 +19,27 @@ PUBLIC_EVENTS = IntegrationMap(
         "account.role_granted": Publish("account.role_granted", ("role",)),
         "account.role_revoked": Publish("account.role_revoked", ("role",)),
         "login.succeeded": Publish("login.succeeded", ("session_id", "amr", "acr")),
-        "login.failed": Publish("login.failed", ("reason", "consecutive_failures")),
+        "login.failed": Publish(
+            "login.failed", ("reason", "consecutive_failures", "trusted_device")
+        ),
+        "login.mfa_required": Publish("login.mfa_required", ("expires_at",)),
+        "session.reauthenticated": Publish("session.reauthenticated", ("session_id", "amr")),
+        # Lives on its own stream (the key would be the username), and says nothing new.
+        "username.claimed": INTERNAL,
         "account.locked": Publish("account.locked", ("factor", "until")),
         "account.unlocked": Publish("account.unlocked", ("factor",)),
-        "session.started": Publish("session.started", ("session_id", "expires_at")),
+        "session.started": Publish(
+            "session.started", ("session_id", "amr", "acr", "auth_time", "expires_at")
+        ),
         "session.refreshed": INTERNAL,
         "session.ended": Publish("session.ended", ("session_id",)),
         "session.revoked": Publish("session.revoked", ("session_id", "reason")),
         "twofa.enrolment_started": Publish("twofa.enrolment_started", ("expires_at",)),
-        "twofa.enabled": Publish("twofa.enabled"),
+        "twofa.enabled": Publish("twofa.enabled", ("enabled_at",)),
         "twofa.otp_verified": Publish("twofa.otp_verified", ("purpose",)),
-        "twofa.otp_failed": Publish("twofa.otp_failed", ("purpose", "consecutive_failures")),
+        "twofa.otp_failed": Publish(
+            "twofa.otp_failed", ("method", "purpose", "reason", "consecutive_failures")
+        ),
         "twofa.recovery_code_used": Publish("twofa.recovery_code_used", ("purpose", "remaining")),
         "twofa.recovery_codes_regenerated": Publish("twofa.recovery_codes_regenerated"),
         "twofa.disabled": Publish("twofa.disabled", ("method",)),

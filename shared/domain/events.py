@@ -66,6 +66,7 @@ class LoginSucceeded(DomainEvent):
     session_id: str
     amr: tuple[str, ...]
     acr: str
+    challenge_id: str | None
 
 
 @register
@@ -74,6 +75,8 @@ class LoginFailed(DomainEvent):
     type = "login.failed"
     reason: str
     consecutive_failures: int
+    trusted_device: bool
+    at: datetime
 
 
 @register
@@ -93,10 +96,33 @@ class AccountUnlocked(DomainEvent):
 
 @register
 @dataclass(frozen=True, slots=True, kw_only=True)
+class PasswordVerified(DomainEvent):
+    """The password was right and the second factor is required: an mfa challenge opens."""
+
+    type = "login.mfa_required"
+    challenge_id: str
+    issued_at: datetime
+    expires_at: datetime
+
+
+@register
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Reauthenticated(DomainEvent):
+    type = "session.reauthenticated"
+    session_id: str
+    amr: tuple[str, ...]
+    auth_time: datetime
+
+
+@register
+@dataclass(frozen=True, slots=True, kw_only=True)
 class SessionStarted(DomainEvent):
     type = "session.started"
     session_id: str
     refresh_token_hash: str
+    amr: tuple[str, ...]
+    acr: str
+    auth_time: datetime
     expires_at: datetime
 
 
@@ -105,6 +131,7 @@ class SessionStarted(DomainEvent):
 class SessionRefreshed(DomainEvent):
     type = "session.refreshed"
     session_id: str
+    generation: int
     refresh_token_hash: str
 
 
@@ -123,6 +150,16 @@ class SessionRevoked(DomainEvent):
     reason: str
 
 
+# username-{name}: claims a username for one account (unique by the stream version) ---
+
+
+@register
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UsernameClaimed(DomainEvent):
+    type = "username.claimed"
+    account_id: str
+
+
 # twofactor-{id} ----------------------------------------------------------------------
 
 
@@ -138,6 +175,7 @@ class EnrolmentStarted(DomainEvent):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TwoFactorEnabled(DomainEvent):
     type = "twofa.enabled"
+    enabled_at: datetime
     time_step: int
     recovery_code_hashes: tuple[str, ...]
 
@@ -154,7 +192,9 @@ class OtpVerified(DomainEvent):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class OtpFailed(DomainEvent):
     type = "twofa.otp_failed"
+    method: str
     purpose: str
+    reason: str
     consecutive_failures: int
 
 
@@ -186,6 +226,7 @@ class TwoFactorDisabled(DomainEvent):
 class SecondFactorLocked(DomainEvent):
     type = "twofa.locked"
     factor: str
+    locked_at: datetime
     until: datetime
     consecutive_failures: int
 
