@@ -68,11 +68,38 @@ async def run_relay(settings: Settings) -> None:
         await pool.close()
 
 
+SERVICES = {"auth": 8001}
+
+
+def serve_http(settings: Settings, service: str, host: str, port: int | None) -> None:
+    """Run one service under uvicorn until SIGINT or SIGTERM."""
+    import uvicorn
+
+    from services.auth.main import create_app
+
+    factories = {"auth": create_app}
+    settings.require_database_url()  # fail with a clear message before binding the port
+    uvicorn.run(
+        factories[service](settings),
+        host=host,
+        port=port or SERVICES[service],
+        log_config=None,
+        access_log=False,
+        server_header=False,
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="twofa", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("migrate", help="apply the SQL migrations (idempotent)")
     sub.add_parser("relay", help="publish stored events to Kafka (one active at a time)")
+    serve = sub.add_parser("serve", help="serve one HTTP service")
+    serve.add_argument("service", choices=sorted(SERVICES), help="which service")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument(
+        "--port", type=int, default=None, help="default: auth 8001, enrolment 8002, audit 8003"
+    )
     dev = sub.add_parser("dev", help="run the whole stack on embedded PostgreSQL and broker")
     dev.add_argument("--data-dir", default=".twofa", help="where the embedded data lives")
     args = parser.parse_args(argv)
@@ -91,6 +118,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             asyncio.run(run_migrate(settings))
         elif args.command == "relay":
             asyncio.run(run_relay(settings))
+        elif args.command == "serve":
+            serve_http(settings, args.service, args.host, args.port)
     except ConfigurationError as exc:
         print(f"twofa: configuration error: {exc}", file=sys.stderr)
         return 2

@@ -15,6 +15,8 @@ from typing import Annotated, Self
 from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from shared.tokens import SigningKeys
+
 __all__ = ["ConfigurationError", "Environment", "Settings", "parse_key_ring"]
 
 log = logging.getLogger(__name__)
@@ -90,20 +92,58 @@ class Settings(BaseSettings):
 
     encryption_keys: Annotated[SecretStr | None, NoDecode] = None
     encryption_active_key_id: str | None = None
+    jwt_signing_keys: Annotated[SecretStr | None, NoDecode] = None
+    jwt_active_key_id: str | None = None
+    recovery_code_key: SecretStr | None = None
+    device_token_key: SecretStr | None = None
+
+    jwt_issuer: str = "twofa"
+    jwt_audience: str = "twofa"
+    access_token_ttl_seconds: int = Field(default=900, ge=60, le=3600)
+    mfa_token_ttl_seconds: int = Field(default=300, ge=30, le=900)
+    session_ttl_seconds: int = Field(default=43_200, ge=300, le=30 * 86_400)
+    open_registration: bool | None = None
+
+    otp_window: int = Field(default=1, ge=0, le=3)
+    otp_max_failures: int = Field(default=5, ge=1, le=100)
+    otp_lock_minutes: int = Field(default=15, ge=1)
+    otp_lock_max_hours: int = Field(default=24, ge=1)
+    password_throttle_after: int = Field(default=10, ge=1, le=1000)
+    password_max_delay_seconds: int = Field(default=900, ge=1, le=86_400)
+    reauth_max_age_seconds: int = Field(default=300, ge=30, le=3600)
+    enrolment_ttl_seconds: int = Field(default=600, ge=60, le=3600)
+    reset_cooling_off_seconds: int = Field(default=86_400, ge=0)
+    totp_issuer: str = Field(default="Partner Portal", min_length=1, max_length=100)
+
+    argon2_time_cost: int = Field(default=3, ge=1, le=20)
+    argon2_memory_kib: int = Field(default=65_536, ge=1024, le=4_194_304)
+    argon2_parallelism: int = Field(default=4, ge=1, le=64)
 
     @model_validator(mode="after")
     def _check_secrets(self) -> Self:
+        self._check_encryption_keys()
+        self._check_signing_keys()
+        for name in ("recovery_code_key", "device_token_key"):
+            self._check_server_key(name)
+        if self.database_pool_min > self.database_pool_max:
+            raise ConfigurationError("TWOFA_DATABASE_POOL_MIN exceeds TWOFA_DATABASE_POOL_MAX")
+        return self
+
+    def _throwaway(self, setting: str) -> None:
+        if self.env is Environment.production:
+            raise ConfigurationError(f"TWOFA_{setting.upper()} is required in production")
+        log.warning(
+            "no TWOFA_%s set: using a throwaway key; what it protects now is unreadable "
+            "after a restart and unknown to other processes",
+            setting.upper(),
+        )
+
+    def _check_encryption_keys(self) -> None:
         if self.encryption_keys is None:
-            if self.env is Environment.production:
-                raise ConfigurationError("TWOFA_ENCRYPTION_KEYS is required in production")
+            self._throwaway("encryption_keys")
             kid = "dev-" + secrets.token_hex(4)
             self.encryption_keys = SecretStr(f"{kid}:{_throwaway_key()}")
             self.encryption_active_key_id = kid
-            log.warning(
-                "no TWOFA_ENCRYPTION_KEYS set: using a throwaway key %s; "
-                "secrets encrypted now cannot be read after a restart",
-                kid,
-            )
         ring = parse_key_ring(self.encryption_keys.get_secret_value())
         if not ring:
             raise ConfigurationError("TWOFA_ENCRYPTION_KEYS holds no key")
@@ -121,9 +161,54 @@ class Settings(BaseSettings):
             kid.startswith("dev-") or len(set(key)) < 8 for kid, key in ring.items()
         ):
             raise ConfigurationError("placeholder encryption keys are refused in production")
-        if self.database_pool_min > self.database_pool_max:
-            raise ConfigurationError("TWOFA_DATABASE_POOL_MIN exceeds TWOFA_DATABASE_POOL_MAX")
-        return self
+
+    def _check_signing_keys(self) -> None:
+        if self.jwt_signing_keys is None:
+            self._throwaway("jwt_signing_keys")
+            generated = SigningKeys.generate("dev-" + secrets.token_hex(4))
+            self.jwt_signing_keys = SecretStr(generated.to_config())
+            self.jwt_active_key_id = generated.active_kid
+        try:
+            keys = SigningKeys.from_config(
+                self.jwt_signing_keys.get_secret_value(), self.jwt_active_key_id
+            )
+        except ValueError as exc:
+            raise ConfigurationError(f"TWOFA_JWT_SIGNING_KEYS: {exc}") from None
+        self.jwt_active_key_id = keys.active_kid
+        if self.env is Environment.production and keys.active_kid.startswith("dev-"):
+            raise ConfigurationError("placeholder signing keys are refused in production")
+
+    def _check_server_key(self, name: str) -> None:
+        value: SecretStr | None = getattr(self, name)
+        if value is None:
+            self._throwaway(name)
+            setattr(self, name, SecretStr(_throwaway_key()))
+            return
+        try:
+            key = base64.b64decode(value.get_secret_value(), validate=True)
+        except ValueError:
+            raise ConfigurationError(f"TWOFA_{name.upper()} is not valid base64") from None
+        if len(key) < 32 or len(set(key)) < 8:
+            raise ConfigurationError(f"TWOFA_{name.upper()} must be at least 32 random bytes")
+
+    def server_key(self, name: str) -> bytes:
+        """The bytes of ``recovery_code_key`` or ``device_token_key``."""
+        value: SecretStr | None = getattr(self, name)
+        assert value is not None  # set by the validator
+        return base64.b64decode(value.get_secret_value())
+
+    def signing_keys(self) -> SigningKeys:
+        assert self.jwt_signing_keys is not None  # set by the validator
+        return SigningKeys.from_config(
+            self.jwt_signing_keys.get_secret_value(), self.jwt_active_key_id
+        )
+
+    @property
+    def registration_open(self) -> bool:
+        """Open self-registration: on by default in development only."""
+        if self.open_registration is not None:
+            return self.open_registration
+        return self.env is Environment.development
 
     @classmethod
     def load(cls) -> Settings:

@@ -157,8 +157,21 @@ class EventStore:
             rows = await conn.fetch(_READ_STREAM, stream_id, after_version)
         return [self._recorded(r) for r in rows]
 
-    async def stream_version(self, stream_id: str) -> int:
-        async with self.pool.acquire() as conn:
+    async def expect_version(
+        self, stream_id: str, expected_version: int, *, connection: asyncpg.Connection
+    ) -> None:
+        """Inside a write's transaction: ``ConcurrencyError`` if ``stream_id`` moved on.
+
+        For a decision that reads a stream it does not append to (login reads the
+        two-factor stream) and must not stand if that stream changed meanwhile.
+        """
+        if await self.stream_version(stream_id, connection=connection) != expected_version:
+            raise ConcurrencyError(stream_id, expected_version)
+
+    async def stream_version(
+        self, stream_id: str, *, connection: asyncpg.Connection | None = None
+    ) -> int:
+        async with self._connection(connection) as conn:
             version = await conn.fetchval(
                 "SELECT coalesce(max(stream_version), 0) FROM events WHERE stream_id = $1",
                 stream_id,

@@ -50,10 +50,52 @@ def test_production_refuses_placeholder_keys(monkeypatch: pytest.MonkeyPatch) ->
         Settings.load()
 
 
-def test_production_accepts_real_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+def production(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TWOFA_ENV", "production")
     monkeypatch.setenv("TWOFA_ENCRYPTION_KEYS", f"2026-01:{key()},2026-06:{key()}")
     monkeypatch.setenv("TWOFA_ENCRYPTION_ACTIVE_KEY_ID", "2026-06")
+    monkeypatch.setenv("TWOFA_JWT_SIGNING_KEYS", f"sig-2026:{key()}")
+    monkeypatch.setenv("TWOFA_RECOVERY_CODE_KEY", key())
+    monkeypatch.setenv("TWOFA_DEVICE_TOKEN_KEY", key())
+
+
+REQUIRED_IN_PRODUCTION = [
+    "TWOFA_ENCRYPTION_KEYS",
+    "TWOFA_JWT_SIGNING_KEYS",
+    "TWOFA_RECOVERY_CODE_KEY",
+    "TWOFA_DEVICE_TOKEN_KEY",
+]
+
+
+@pytest.mark.parametrize("missing", REQUIRED_IN_PRODUCTION)
+def test_production_names_each_missing_key(monkeypatch: pytest.MonkeyPatch, missing: str) -> None:
+    production(monkeypatch)
+    monkeypatch.delenv(missing)
+    with pytest.raises(ConfigurationError, match=missing):
+        Settings.load()
+
+
+def test_production_refuses_short_server_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    production(monkeypatch)
+    short = base64.b64encode(secrets.token_bytes(16)).decode()
+    monkeypatch.setenv("TWOFA_RECOVERY_CODE_KEY", short)
+    with pytest.raises(ConfigurationError, match="at least 32") as caught:
+        Settings.load()
+    assert short not in str(caught.value)
+
+
+def test_registration_is_open_in_development_only_by_default(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert Settings.load().registration_open
+    production(monkeypatch)
+    assert not Settings.load().registration_open
+    monkeypatch.setenv("TWOFA_OPEN_REGISTRATION", "true")
+    assert Settings.load().registration_open
+
+
+def test_production_accepts_real_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    production(monkeypatch)
     settings = Settings.load()
     assert set(settings.key_ring()) == {"2026-01", "2026-06"}
     assert settings.fetch_max_wait_ms == 500

@@ -1,0 +1,373 @@
+"""The auth service's HTTP API (``/v1``): routes and their request and response schemas."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated, Any, Literal, Self
+
+from fastapi import APIRouter, Depends, Header, Request, Response
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from services.auth import handlers
+from services.auth.devices import DeviceTokens
+from shared.core import Core
+from shared.http import Problem, problems
+from shared.requestauth import AccessClaims
+from shared.secondfactor import Proof
+from shared.tokens import Claims, TokenError
+
+router = APIRouter()
+
+USERNAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{2,63}$"
+EMAIL = r"^[^@\s]{1,64}@[^@\s]{1,189}\.[^@\s]{1,63}$"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
+
+
+Password = Annotated[
+    str, Field(min_length=1, max_length=1024, examples=["correct horse battery staple"])
+]
+Otp = Annotated[str, Field(min_length=1, max_length=64, examples=["492039"])]
+RecoveryCode = Annotated[str, Field(min_length=1, max_length=64, examples=["7hq2-9x4k-m3rd-0pzv"])]
+
+
+class SecondFactor(Strict):
+    """An OTP from the app, or one of the recovery codes: at most one of the two."""
+
+    otp: Otp | None = None
+    recovery_code: RecoveryCode | None = None
+
+    @model_validator(mode="after")
+    def _one_at_most(self) -> Self:
+        if self.otp is not None and self.recovery_code is not None:
+            raise ValueError("send either otp or recovery_code, not both")
+        return self
+
+    def proof(self) -> Proof | None:
+        if self.otp is None and self.recovery_code is None:
+            return None
+        return Proof(otp=self.otp, recovery_code=self.recovery_code)
+
+
+class RegisterRequest(Strict):
+    username: str = Field(pattern=USERNAME, examples=["ann.example"])
+    email: str = Field(max_length=254, pattern=EMAIL, examples=["ann@example.org"])
+    password: Password
+
+
+class Registered(BaseModel):
+    account_id: str = Field(examples=["3f6d1a52-93a4-4c4e-b3a4-7d0f35b7c1e2"])
+
+
+class LoginRequest(Strict):
+    username: str = Field(min_length=1, max_length=64, examples=["ann.example"])
+    password: Password
+    device_token: str | None = Field(
+        default=None,
+        max_length=256,
+        description="The device_token of an earlier login on this device: its failures "
+        "are counted apart, so strangers cannot throttle you",
+    )
+
+
+class Tokens(BaseModel):
+    access_token: str
+    token_type: Literal["Bearer"] = "Bearer"  # noqa: S105 — the OAuth token type
+    expires_in: int = Field(examples=[900])
+    refresh_token: str | None = None
+    amr: list[str] = Field(examples=[["pwd", "otp", "mfa"]])
+    acr: str = Field(examples=["aal2"])
+    device_token: str | None = None
+
+
+class MfaRequired(BaseModel):
+    mfa_required: Literal[True] = True
+    mfa_token: str
+    methods: list[str] = Field(examples=[["totp", "recovery_code"]])
+    expires_in: int = Field(examples=[300])
+
+
+class MfaRequest(SecondFactor):
+    mfa_token: str = Field(min_length=1, max_length=8192)
+
+    @model_validator(mode="after")
+    def _one_needed(self) -> Self:
+        if self.otp is None and self.recovery_code is None:
+            raise ValueError("send otp or recovery_code")
+        return self
+
+
+class ReauthRequest(SecondFactor):
+    password: Password
+
+
+class PasswordChange(SecondFactor):
+    current_password: Password
+    new_password: Password
+
+
+class EmailChange(SecondFactor):
+    current_password: Password
+    email: str = Field(max_length=254, pattern=EMAIL, examples=["ann@new.example.org"])
+
+
+class RefreshRequest(Strict):
+    refresh_token: str = Field(min_length=1, max_length=512)
+
+
+class Me(BaseModel):
+    account_id: str
+    username: str
+    email: str
+    roles: list[str]
+    twofa_enabled: bool
+    twofa_enabled_at: str | None
+    recovery_codes_left: int
+
+
+def core_of(request: Request) -> Core:
+    core: Core = request.app.state.core
+    return core
+
+
+def devices_of(request: Request) -> DeviceTokens:
+    devices: DeviceTokens = request.app.state.devices
+    return devices
+
+
+CoreDep = Annotated[Core, Depends(core_of)]
+DevicesDep = Annotated[DeviceTokens, Depends(devices_of)]
+
+
+def context(x_request_id: Annotated[str | None, Header(max_length=100)] = None) -> handlers.Context:
+    try:
+        correlation = uuid.UUID(x_request_id) if x_request_id else uuid.uuid4()
+    except ValueError:
+        correlation = uuid.uuid4()
+    return handlers.Context(correlation_id=correlation)
+
+
+ContextDep = Annotated[handlers.Context, Depends(context)]
+_optional_bearer = HTTPBearer(auto_error=False)
+
+
+async def session_claims(core: CoreDep, claims: AccessClaims) -> Claims:
+    """A verified token whose session is still active in the account stream."""
+    await handlers.session_of(core, claims)
+    return claims
+
+
+SessionClaims = Annotated[Claims, Depends(session_claims)]
+
+
+def _tokens(result: handlers.TokenSet, *, with_refresh: bool = True) -> Tokens:
+    return Tokens(
+        access_token=result.access_token,
+        expires_in=result.expires_in,
+        refresh_token=result.refresh_token if with_refresh else None,
+        amr=list(result.amr),
+        acr=result.acr,
+        device_token=result.device_token,
+    )
+
+
+NO_STORE = {"Cache-Control": "no-store"}
+
+
+@router.post(
+    "/v1/accounts",
+    status_code=201,
+    response_model=Registered,
+    tags=["accounts"],
+    summary="Register an account",
+    description="Open when TWOFA_OPEN_REGISTRATION is true; otherwise a `support` token is "
+    "required. Passwords: 8-128 characters, not a common one (NIST SP 800-63B).",
+    responses=problems(401, 403, 409, 413, 422),
+)
+async def register(
+    body: RegisterRequest,
+    core: CoreDep,
+    ctx: ContextDep,
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_optional_bearer)],
+) -> Registered:
+    actor = None
+    if not core.settings.registration_open:
+        if credentials is None:
+            raise Problem(
+                401, "missing_token", "Registration is closed: a support token is required"
+            )
+        try:
+            claims = core.verifier.verify_access(credentials.credentials)
+        except TokenError:
+            raise Problem(401, "invalid_token", "The access token is not valid") from None
+        if "support" not in claims.roles:
+            raise Problem(403, "forbidden", "Registration is closed: this needs the 'support' role")
+        actor = f"account:{claims.sub}"
+    account_id = await handlers.register_account(
+        core,
+        handlers.Context(ctx.correlation_id, actor),
+        username=body.username,
+        email=body.email,
+        password=body.password,
+    )
+    return Registered(account_id=account_id)
+
+
+@router.post(
+    "/v1/login",
+    response_model=Tokens | MfaRequired,
+    tags=["login"],
+    summary="Log in with username and password",
+    description="Answers with tokens, or, when two-factor authentication is on, with "
+    "`mfa_required` and a single-use `mfa_token` (5 minutes) for `/v1/login/mfa`.",
+    responses=problems(401, 413, 422, 429),
+)
+async def login(
+    body: LoginRequest, core: CoreDep, devices: DevicesDep, ctx: ContextDep, response: Response
+) -> Tokens | MfaRequired:
+    response.headers.update(NO_STORE)
+    result = await handlers.login(
+        core,
+        devices,
+        ctx,
+        username=body.username,
+        password=body.password,
+        device_token=body.device_token,
+    )
+    if isinstance(result, handlers.MfaChallenge):
+        return MfaRequired(
+            mfa_token=result.mfa_token, methods=list(result.methods), expires_in=result.expires_in
+        )
+    return _tokens(result)
+
+
+@router.post(
+    "/v1/login/mfa",
+    response_model=Tokens,
+    tags=["login"],
+    summary="Second step: an OTP or a recovery code",
+    description="A wrong code answers 401 with `attempts_left`; after too many the second "
+    "factor locks (423 with `Retry-After`) and the mfa token dies.",
+    responses=problems(401, 413, 422, 423),
+)
+async def login_mfa(
+    body: MfaRequest, core: CoreDep, devices: DevicesDep, ctx: ContextDep, response: Response
+) -> Tokens:
+    response.headers.update(NO_STORE)
+    proof = body.proof()
+    assert proof is not None
+    return _tokens(
+        await handlers.login_mfa(core, devices, ctx, mfa_token=body.mfa_token, proof=proof)
+    )
+
+
+@router.post(
+    "/v1/reauthenticate",
+    response_model=Tokens,
+    tags=["login"],
+    summary="Prove the password again (and the OTP when 2FA is on) for a fresh token",
+    responses=problems(401, 413, 422, 423, 429),
+)
+async def reauthenticate(
+    body: ReauthRequest, core: CoreDep, ctx: ContextDep, claims: SessionClaims, response: Response
+) -> Tokens:
+    response.headers.update(NO_STORE)
+    result = await handlers.reauthenticate(
+        core, _as(ctx, claims), claims, password=body.password, proof=body.proof()
+    )
+    return _tokens(result, with_refresh=False)
+
+
+@router.post(
+    "/v1/account/password",
+    status_code=204,
+    tags=["account"],
+    summary="Change the password (ends every other session)",
+    responses=problems(401, 413, 422, 423, 429),
+)
+async def change_password(
+    body: PasswordChange, core: CoreDep, ctx: ContextDep, claims: SessionClaims
+) -> Response:
+    await handlers.change_password(
+        core,
+        _as(ctx, claims),
+        claims,
+        current_password=body.current_password,
+        new_password=body.new_password,
+        proof=body.proof(),
+    )
+    return Response(status_code=204)
+
+
+@router.post(
+    "/v1/account/email",
+    status_code=204,
+    tags=["account"],
+    summary="Change the email address",
+    responses=problems(401, 413, 422, 423, 429),
+)
+async def change_email(
+    body: EmailChange, core: CoreDep, ctx: ContextDep, claims: SessionClaims
+) -> Response:
+    await handlers.change_email(
+        core,
+        _as(ctx, claims),
+        claims,
+        current_password=body.current_password,
+        email=body.email,
+        proof=body.proof(),
+    )
+    return Response(status_code=204)
+
+
+@router.post(
+    "/v1/token/refresh",
+    response_model=Tokens,
+    tags=["login"],
+    summary="Rotate the refresh token",
+    description="Each refresh token works once; presenting a spent one revokes the session.",
+    responses=problems(401, 413, 422),
+)
+async def refresh(
+    body: RefreshRequest, core: CoreDep, ctx: ContextDep, response: Response
+) -> Tokens:
+    response.headers.update(NO_STORE)
+    return _tokens(await handlers.refresh(core, ctx, refresh_token=body.refresh_token))
+
+
+@router.post(
+    "/v1/logout",
+    status_code=204,
+    tags=["login"],
+    summary="End this session",
+    responses=problems(401),
+)
+async def logout(core: CoreDep, ctx: ContextDep, claims: SessionClaims) -> Response:
+    await handlers.logout(core, _as(ctx, claims), claims)
+    return Response(status_code=204)
+
+
+@router.get(
+    "/v1/me",
+    response_model=Me,
+    tags=["account"],
+    summary="Profile, roles and two-factor status",
+    responses=problems(401),
+)
+async def me(core: CoreDep, claims: SessionClaims) -> Any:
+    return await handlers.describe_account(core, claims.sub)
+
+
+@router.get(
+    "/.well-known/jwks.json", tags=["tokens"], summary="Public keys that sign access tokens"
+)
+async def jwks(core: CoreDep) -> dict[str, Any]:
+    return core.settings.signing_keys().public_jwks()
+
+
+def _as(ctx: handlers.Context, claims: Claims) -> handlers.Context:
+    return handlers.Context(ctx.correlation_id, f"account:{claims.sub}")

@@ -1,0 +1,53 @@
+"""The auth service's app factory: ``create_app(settings)``; run it with ``twofa serve auth``."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from services.auth.api import router
+from services.auth.devices import DeviceTokens
+from shared.config import Settings
+from shared.core import Clock, Core, utc_now
+from shared.db import create_pool
+from shared.http import broker_answers, database_answers, install_common, install_readiness
+
+__all__ = ["create_app"]
+
+
+def create_app(settings: Settings, *, clock: Clock = utc_now) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        pool = await create_pool(
+            settings.require_database_url(),
+            min_size=settings.database_pool_min,
+            max_size=settings.database_pool_max,
+        )
+        core = Core.build(settings, pool, clock)
+        app.state.core = core
+        app.state.verifier = core.verifier
+        app.state.devices = DeviceTokens(settings.server_key("device_token_key"))
+        try:
+            yield
+        finally:
+            await pool.close()
+
+    app = FastAPI(
+        title="twofa auth",
+        version="1",
+        summary="Accounts, login with the second factor, tokens and sessions",
+        lifespan=lifespan,
+    )
+    install_common(app, "auth")
+
+    async def checks() -> dict[str, bool]:
+        result = {"database": await database_answers(app.state.core.pool)}
+        if settings.kafka_bootstrap_servers:
+            result["broker"] = await broker_answers(settings.kafka_bootstrap_servers)
+        return result
+
+    install_readiness(app, checks)
+    app.include_router(router)
+    return app

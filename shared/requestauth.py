@@ -1,0 +1,60 @@
+"""Bearer tokens on requests: the FastAPI dependency every service uses.
+
+The verifier lives on ``app.state.verifier`` (built in the service's lifespan): the
+auth service verifies with its own keys; other services with the published keys and a
+revocation list learned from Kafka.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from shared.http import Problem
+from shared.tokens import Claims, TokenError, TokenVerifier
+
+__all__ = ["AccessClaims", "access_claims", "require_role"]
+
+_bearer = HTTPBearer(auto_error=False, description="An access token from the auth service")
+
+
+def _challenge(error: str) -> dict[str, str]:
+    return {"WWW-Authenticate": f'Bearer error="{error}"'}
+
+
+async def access_claims(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Claims:
+    """The verified claims of the request's access token, or a 401 problem."""
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise Problem(
+            401,
+            "missing_token",
+            "An access token is required",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    verifier: TokenVerifier = request.app.state.verifier
+    try:
+        return verifier.verify_access(credentials.credentials)
+    except TokenError as exc:
+        raise Problem(
+            401,
+            "invalid_token",
+            "The access token is not valid",
+            detail=f"reason: {exc.reason}",
+            headers=_challenge("invalid_token"),
+        ) from None
+
+
+AccessClaims = Annotated[Claims, Depends(access_claims)]
+
+
+def require_role(claims: Claims, role: str, *, aal2: bool = False) -> None:
+    """403 unless the token carries ``role`` (and, if asked, was issued with 2FA)."""
+    if role not in claims.roles:
+        raise Problem(403, "forbidden", f"This needs the {role!r} role")
+    if aal2 and claims.acr != "aal2":
+        raise Problem(403, "aal2_required", "This needs a login with the second factor (acr aal2)")

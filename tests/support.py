@@ -1,0 +1,115 @@
+"""Helpers for service tests: settings, a clock, in-process apps, independent TOTP."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import secrets
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+from cryptography.hazmat.primitives.hashes import SHA1
+from cryptography.hazmat.primitives.twofactor.totp import TOTP
+from fastapi import FastAPI
+
+from shared import recovery
+from shared.config import Settings
+from shared.core import Core, twofactor_stream
+from shared.domain import events as ev
+from shared.events import NewEvent
+
+
+def settings_for(database_url: str, **overrides: Any) -> Settings:
+    """Settings for one test: its database, cheap argon2, fresh keys shared by its apps."""
+    values: dict[str, Any] = {
+        "database_url": database_url,
+        "argon2_time_cost": 1,
+        "argon2_memory_kib": 1024,
+        "argon2_parallelism": 1,
+        "encryption_keys": f"k1:{base64.b64encode(secrets.token_bytes(32)).decode()}",
+        "recovery_code_key": base64.b64encode(secrets.token_bytes(32)).decode(),
+        "device_token_key": base64.b64encode(secrets.token_bytes(32)).decode(),
+    }
+    from shared.tokens import SigningKeys
+
+    values["jwt_signing_keys"] = SigningKeys.generate("test-key").to_config()
+    values.update(overrides)
+    return Settings(**values)
+
+
+class Clock:
+    """A clock tests move by hand."""
+
+    def __init__(self, start: datetime | None = None) -> None:
+        self.now = start or datetime.now(UTC).replace(microsecond=0)
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, **delta: float) -> None:
+        self.now += timedelta(**delta)
+
+
+def otp(secret: str, at: datetime) -> str:
+    """A TOTP code from an implementation that is not pyotp."""
+    key = base64.b32decode(secret + "=" * (-len(secret) % 8))
+    return TOTP(key, 6, SHA1(), 30, enforce_key_length=False).generate(at.timestamp()).decode()
+
+
+@contextlib.asynccontextmanager
+async def client_for(
+    app: FastAPI, base_url: str = "http://twofa.test"
+) -> AsyncIterator[httpx.AsyncClient]:
+    """An httpx client speaking to ``app`` in-process, with its lifespan running."""
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url=base_url) as client:
+            yield client
+
+
+@dataclass
+class Enrolled:
+    secret: str
+    codes: list[str]
+
+
+async def enable_through_domain(core: Core, account_id: str, now: datetime) -> Enrolled:
+    """Turn 2FA on by appending its events directly (no enrolment service involved)."""
+    from shared import totp
+
+    secret = totp.new_secret()
+    stream = twofactor_stream(account_id)
+    codes = recovery.new_codes()
+    events = [
+        ev.EnrolmentStarted(
+            encrypted_secret=core.keyring.encrypt(secret.encode(), stream.encode()),
+            expires_at=now + timedelta(minutes=10),
+        ),
+        ev.TwoFactorEnabled(
+            enabled_at=now,
+            time_step=totp.time_step(now) - 2,
+            recovery_code_hashes=tuple(core.recovery.hash(c) for c in codes),
+        ),
+    ]
+    loaded = await core.twofactors.load(stream)
+    await core.twofactors.save(stream, loaded, [NewEvent(e) for e in events])
+    return Enrolled(secret, codes)
+
+
+async def event_count(core: Core) -> int:
+    return int(await core.pool.fetchval("SELECT count(*) FROM events"))
+
+
+def is_problem(response: httpx.Response) -> bool:
+    if not response.headers.get("content-type", "").startswith("application/problem+json"):
+        return False
+    body = response.json()
+    return {"type", "title", "status", "code"} <= set(body) and body[
+        "status"
+    ] == response.status_code
+
+
+Factory = Callable[[Settings], FastAPI]
