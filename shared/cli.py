@@ -1,4 +1,4 @@
-"""The ``twofa`` command: ``migrate``, ``relay`` and ``dev`` (the embedded stack)."""
+"""The ``twofa`` command: ``migrate``, ``relay``, ``serve``, ``accounts`` and ``dev``."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
+from services.auth import cli as accounts_cli
 from shared import devstack
 from shared.config import ConfigurationError, Settings
 from shared.db import create_pool, migrate
@@ -100,6 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     serve.add_argument(
         "--port", type=int, default=None, help="default: auth 8001, enrolment 8002, audit 8003"
     )
+    accounts_cli.add_parser(sub)
     dev = sub.add_parser("dev", help="run the whole stack on embedded PostgreSQL and broker")
     dev.add_argument("--data-dir", default=".twofa", help="where the embedded data lives")
     args = parser.parse_args(argv)
@@ -120,6 +122,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             asyncio.run(run_relay(settings))
         elif args.command == "serve":
             serve_http(settings, args.service, args.host, args.port)
+        elif args.command == "accounts":
+            return asyncio.run(accounts_cli.run(settings, args))
     except ConfigurationError as exc:
         print(f"twofa: configuration error: {exc}", file=sys.stderr)
         return 2

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Annotated, Any, Literal, Self
 
 from fastapi import APIRouter, Depends, Header, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from prometheus_client import Counter
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from services.auth import handlers
@@ -18,6 +21,20 @@ from shared.secondfactor import Proof
 from shared.tokens import Claims, TokenError
 
 router = APIRouter()
+
+LOGINS = Counter("twofa_login_outcomes", "Login steps by outcome", ["step", "outcome"])
+
+
+@contextmanager
+def counted(step: str) -> Iterator[None]:
+    """Count a login step's outcome: ``ok`` or the problem code it ended with."""
+    try:
+        yield
+    except Problem as problem:
+        LOGINS.labels(step, problem.code).inc()
+        raise
+    LOGINS.labels(step, "ok").inc()
+
 
 USERNAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{2,63}$"
 EMAIL = r"^[^@\s]{1,64}@[^@\s]{1,189}\.[^@\s]{1,63}$"
@@ -230,14 +247,15 @@ async def login(
     body: LoginRequest, core: CoreDep, devices: DevicesDep, ctx: ContextDep, response: Response
 ) -> Tokens | MfaRequired:
     response.headers.update(NO_STORE)
-    result = await handlers.login(
-        core,
-        devices,
-        ctx,
-        username=body.username,
-        password=body.password,
-        device_token=body.device_token,
-    )
+    with counted("password"):
+        result = await handlers.login(
+            core,
+            devices,
+            ctx,
+            username=body.username,
+            password=body.password,
+            device_token=body.device_token,
+        )
     if isinstance(result, handlers.MfaChallenge):
         return MfaRequired(
             mfa_token=result.mfa_token, methods=list(result.methods), expires_in=result.expires_in
@@ -260,9 +278,9 @@ async def login_mfa(
     response.headers.update(NO_STORE)
     proof = body.proof()
     assert proof is not None
-    return _tokens(
-        await handlers.login_mfa(core, devices, ctx, mfa_token=body.mfa_token, proof=proof)
-    )
+    with counted("second_factor"):
+        result = await handlers.login_mfa(core, devices, ctx, mfa_token=body.mfa_token, proof=proof)
+    return _tokens(result)
 
 
 @router.post(
@@ -336,7 +354,9 @@ async def refresh(
     body: RefreshRequest, core: CoreDep, ctx: ContextDep, response: Response
 ) -> Tokens:
     response.headers.update(NO_STORE)
-    return _tokens(await handlers.refresh(core, ctx, refresh_token=body.refresh_token))
+    with counted("refresh"):
+        result = await handlers.refresh(core, ctx, refresh_token=body.refresh_token)
+    return _tokens(result)
 
 
 @router.post(

@@ -1,0 +1,135 @@
+"""``twofa serve auth`` and ``twofa accounts`` as real processes, over real HTTP."""
+
+from __future__ import annotations
+
+import base64
+import os
+import secrets
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from shared.devservers import free_port, wait_for_port
+from shared.tokens import SigningKeys
+
+pytestmark = pytest.mark.e2e
+
+PASSWORD = "correct horse battery staple"
+
+
+def key() -> str:
+    return base64.b64encode(secrets.token_bytes(32)).decode()
+
+
+@pytest.fixture
+def env(database_url: str, kafka_bootstrap: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "TWOFA_DATABASE_URL": database_url,
+        "TWOFA_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "TWOFA_ENCRYPTION_KEYS": f"k1:{key()}",
+        "TWOFA_JWT_SIGNING_KEYS": SigningKeys.generate("e2e").to_config(),
+        "TWOFA_RECOVERY_CODE_KEY": key(),
+        "TWOFA_DEVICE_TOKEN_KEY": key(),
+        "TWOFA_ARGON2_TIME_COST": "1",
+        "TWOFA_ARGON2_MEMORY_KIB": "1024",
+        "TWOFA_ARGON2_PARALLELISM": "1",
+    }
+
+
+@pytest.fixture
+def auth_url(env: dict[str, str]) -> Iterator[str]:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "shared.cli", "serve", "auth", "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        wait_for_port(port, 30)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        output, _ = proc.communicate(timeout=20)
+        assert proc.returncode in (0, -signal.SIGTERM), output.decode()  # uvicorn re-raises it
+        assert PASSWORD.encode() not in output
+
+
+def test_operator_creates_a_support_account_that_logs_in_over_http(
+    env: dict[str, str], auth_url: str
+) -> None:
+    created = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "shared.cli",
+            "accounts",
+            "create",
+            "--username",
+            "sam.support",
+            "--email",
+            "sam@example.org",
+            "--password-stdin",
+            "--role",
+            "support",
+        ],
+        input=PASSWORD + "\n",
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert created.returncode == 0, created.stderr
+    account_id = created.stdout.strip()
+    weak = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "shared.cli",
+            "accounts",
+            "create",
+            "--username",
+            "weak.one",
+            "--email",
+            "w@example.org",
+            "--password-stdin",
+        ],
+        input="short\n",
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert weak.returncode == 1 and "password must be at least 8 characters" in weak.stderr
+
+    with httpx.Client(base_url=auth_url, timeout=10) as http:
+        assert http.get("/healthz").json() == {"status": "ok"}
+        ready = http.get("/readyz")
+        assert ready.status_code == 200 and ready.json()["checks"] == {
+            "database": True,
+            "broker": True,
+        }
+        tokens = http.post("/v1/login", json={"username": "sam.support", "password": PASSWORD})
+        assert tokens.status_code == 200, tokens.text
+        assert tokens.headers["cache-control"] == "no-store"
+        me = http.get(
+            "/v1/me", headers={"Authorization": f"Bearer {tokens.json()['access_token']}"}
+        )
+        assert me.json()["account_id"] == account_id and me.json()["roles"] == ["support"]
+        assert (
+            http.post(
+                "/v1/login", json={"username": "sam.support", "password": "x" * 9}
+            ).status_code
+            == 401
+        )
+        metrics = http.get("/metrics").text
+        assert 'twofa_login_outcomes_total{outcome="ok",step="password"} 1.0' in metrics
+        assert 'outcome="invalid_credentials",step="password"' in metrics
+        assert http.get("/openapi.json").json()["info"]["title"] == "twofa auth"
