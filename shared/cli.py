@@ -69,16 +69,17 @@ async def run_relay(settings: Settings) -> None:
         await pool.close()
 
 
-SERVICES = {"auth": 8001}
+SERVICES = {"auth": 8001, "enrolment": 8002}
 
 
 def serve_http(settings: Settings, service: str, host: str, port: int | None) -> None:
     """Run one service under uvicorn until SIGINT or SIGTERM."""
     import uvicorn
 
-    from services.auth.main import create_app
+    from services.auth.main import create_app as auth_app
+    from services.enrolment.main import create_app as enrolment_app
 
-    factories = {"auth": create_app}
+    factories = {"auth": auth_app, "enrolment": enrolment_app}
     settings.require_database_url()  # fail with a clear message before binding the port
     uvicorn.run(
         factories[service](settings),

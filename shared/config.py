@@ -12,12 +12,13 @@ import secrets
 from enum import StrEnum
 from typing import Annotated, Self
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from shared.tokens import SigningKeys
 
-__all__ = ["ConfigurationError", "Environment", "Settings", "parse_key_ring"]
+__all__ = ["ConfigurationError", "Environment", "Settings", "parse_key_ring", "parse_named_keys"]
 
 log = logging.getLogger(__name__)
 
@@ -33,25 +34,30 @@ class Environment(StrEnum):
     production = "production"
 
 
-def parse_key_ring(raw: str) -> dict[str, bytes]:
-    """Parse ``kid:base64key,kid2:base64key`` into key id → 32-byte key."""
+def parse_named_keys(raw: str, setting: str, size: int) -> dict[str, bytes]:
+    """Parse ``kid:base64key,kid2:base64key`` into key id → key of ``size`` bytes."""
     ring: dict[str, bytes] = {}
     for part in (p.strip() for p in raw.split(",")):
         if not part:
             continue
         kid, sep, encoded = part.partition(":")
         if not sep or not kid:
-            raise ConfigurationError("encryption keys must look like 'kid:base64key,...'")
+            raise ConfigurationError(f"{setting} must look like 'kid:base64key,...'")
         try:
             key = base64.b64decode(encoded, validate=True)
-        except ValueError as exc:
-            raise ConfigurationError(f"encryption key {kid!r} is not valid base64") from exc
-        if len(key) != 32:
-            raise ConfigurationError(f"encryption key {kid!r} must be 32 bytes (AES-256)")
+        except ValueError:
+            raise ConfigurationError(f"{setting}: key {kid!r} is not valid base64") from None
+        if len(key) != size:
+            raise ConfigurationError(f"{setting}: key {kid!r} must be {size} bytes")
         if kid in ring:
-            raise ConfigurationError(f"encryption key id {kid!r} appears twice")
+            raise ConfigurationError(f"{setting}: key id {kid!r} appears twice")
         ring[kid] = key
     return ring
+
+
+def parse_key_ring(raw: str) -> dict[str, bytes]:
+    """The AES-256 key ring of ``TWOFA_ENCRYPTION_KEYS``."""
+    return parse_named_keys(raw, "TWOFA_ENCRYPTION_KEYS", 32)
 
 
 def _throwaway_key() -> str:
@@ -78,6 +84,7 @@ class Settings(BaseSettings):
     kafka_bootstrap_servers: str | None = None
     kafka_topic: str = DEFAULT_TOPIC
     kafka_client_id: str = "twofa"
+    kafka_group_prefix: str = Field(default="twofa", min_length=1, max_length=100)
     kafka_topic_partitions: int = Field(default=4, ge=1, le=1000)
     kafka_replication_factor: int = Field(default=1, ge=1, le=10)
     # Tansu holds every fetch for the whole wait, so a low wait keeps latency low there.
@@ -94,6 +101,7 @@ class Settings(BaseSettings):
     encryption_active_key_id: str | None = None
     jwt_signing_keys: Annotated[SecretStr | None, NoDecode] = None
     jwt_active_key_id: str | None = None
+    jwt_verify_keys: str | None = None
     recovery_code_key: SecretStr | None = None
     device_token_key: SecretStr | None = None
 
@@ -113,7 +121,7 @@ class Settings(BaseSettings):
     reauth_max_age_seconds: int = Field(default=300, ge=30, le=3600)
     enrolment_ttl_seconds: int = Field(default=600, ge=60, le=3600)
     reset_cooling_off_seconds: int = Field(default=86_400, ge=0)
-    totp_issuer: str = Field(default="Partner Portal", min_length=1, max_length=100)
+    issuer: str = Field(default="Partner Portal", min_length=1, max_length=100)
 
     argon2_time_cost: int = Field(default=3, ge=1, le=20)
     argon2_memory_kib: int = Field(default=65_536, ge=1024, le=4_194_304)
@@ -164,6 +172,14 @@ class Settings(BaseSettings):
 
     def _check_signing_keys(self) -> None:
         if self.jwt_signing_keys is None:
+            if self.jwt_verify_keys is not None:
+                self.verify_keys()  # a process that only verifies tokens
+                return
+            if self.env is Environment.production:
+                raise ConfigurationError(
+                    "TWOFA_JWT_SIGNING_KEYS (auth) or TWOFA_JWT_VERIFY_KEYS (the other "
+                    "services) is required in production"
+                )
             self._throwaway("jwt_signing_keys")
             generated = SigningKeys.generate("dev-" + secrets.token_hex(4))
             self.jwt_signing_keys = SecretStr(generated.to_config())
@@ -198,10 +214,22 @@ class Settings(BaseSettings):
         return base64.b64decode(value.get_secret_value())
 
     def signing_keys(self) -> SigningKeys:
-        assert self.jwt_signing_keys is not None  # set by the validator
+        """The private signing keys (only the auth service needs them)."""
+        if self.jwt_signing_keys is None:
+            raise ConfigurationError("TWOFA_JWT_SIGNING_KEYS is not set: this process cannot sign")
         return SigningKeys.from_config(
             self.jwt_signing_keys.get_secret_value(), self.jwt_active_key_id
         )
+
+    def verify_keys(self) -> dict[str, Ed25519PublicKey]:
+        """Public keys that verify access tokens: ``TWOFA_JWT_VERIFY_KEYS``, else the
+        public half of the signing keys."""
+        if self.jwt_verify_keys is None:
+            return self.signing_keys().public_keys()
+        keys: dict[str, Ed25519PublicKey] = {}
+        for kid, raw in parse_named_keys(self.jwt_verify_keys, "TWOFA_JWT_VERIFY_KEYS", 32).items():
+            keys[kid] = Ed25519PublicKey.from_public_bytes(raw)
+        return keys
 
     @property
     def registration_open(self) -> bool:
@@ -229,6 +257,10 @@ class Settings(BaseSettings):
         if self.kafka_fetch_max_wait_ms is not None:
             return self.kafka_fetch_max_wait_ms
         return 10 if self.env is Environment.development else 500
+
+    def group(self, name: str) -> str:
+        """The consumer group id of one of twofa's consumers."""
+        return f"{self.kafka_group_prefix}.{name}"
 
     @property
     def dlq_topic(self) -> str:

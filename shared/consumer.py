@@ -20,6 +20,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from aiokafka.errors import KafkaError
 from prometheus_client import Counter
 
+from shared.eventstore import ConcurrencyError
 from shared.integration import IntegrationEvent, MalformedEventError
 from shared.kafka import create_consumer, create_producer
 
@@ -141,6 +142,8 @@ class EventConsumer:
                         await self.handler(conn, event)
                 CONSUMED.labels(name, "handled" if fresh else "duplicate").inc()
                 return True
+            except ConcurrencyError:
+                continue  # the handler raced another writer: run it again on fresh state
             except _OUTAGE as exc:
                 log.warning("consumer %s waiting out an outage: %s", name, type(exc).__name__)
                 if stop.is_set():

@@ -33,6 +33,14 @@ Upcaster = Callable[[JSONDict], JSONDict]
 E = TypeVar("E", bound="type[DomainEvent]")
 
 
+def _uuid(text: str) -> uuid.UUID:
+    # uuid.UUID(text) validates generously and costs ~1.8 µs; stored ids are canonical.
+    value = object.__new__(uuid.UUID)
+    object.__setattr__(value, "int", int(text.replace("-", ""), 16))
+    object.__setattr__(value, "is_safe", uuid.SafeUUID.unknown)
+    return value
+
+
 class UnknownEventTypeError(LookupError):
     """A stored event names a type this registry does not know."""
 
@@ -48,7 +56,10 @@ class DomainEvent:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
 
 
-@dataclass(frozen=True, slots=True, kw_only=True)
+# EventMetadata and RecordedEvent are built for every row the relay and the audit read,
+# so they are plain slotted dataclasses (a frozen one costs about 1.5 µs more per object);
+# treat them as immutable all the same.
+@dataclass(slots=True, kw_only=True)
 class EventMetadata:
     """Who and what caused an event; travels with it into the audit log."""
 
@@ -64,8 +75,8 @@ class EventMetadata:
     def from_dict(cls, raw: JSONDict) -> EventMetadata:
         causation = raw.get("causation_id")
         return cls(
-            correlation_id=uuid.UUID(raw["correlation_id"]),
-            causation_id=uuid.UUID(causation) if causation else None,
+            correlation_id=_uuid(raw["correlation_id"]),
+            causation_id=_uuid(causation) if causation else None,
             actor=raw.get("actor"),
             occurred_at=datetime.fromisoformat(raw["occurred_at"]),
         )
@@ -80,7 +91,7 @@ class NewEvent:
     event_id: uuid.UUID = field(default_factory=uuid.uuid4)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RecordedEvent:
     """An event as the store holds it, with its place in the stream and in commit order."""
 

@@ -22,6 +22,7 @@ from typing import Any, NamedTuple
 import asyncpg
 
 from shared.events import EventMetadata, EventRegistry, NewEvent, RecordedEvent
+from shared.notify import Notifier
 
 __all__ = [
     "Checkpoint",
@@ -68,7 +69,7 @@ class Snapshot:
 
 
 _SELECT_EVENTS = """
-SELECT position, transaction_id::text AS transaction_id, stream_id, stream_version, event_id,
+SELECT position, transaction_id::text AS txid, stream_id, stream_version, event_id,
        event_type, schema_version, data, metadata, recorded_at
 FROM events
 """
@@ -95,7 +96,7 @@ _READ_ALL = (
     + """
 WHERE (transaction_id, position) > ($1::text::xid8, $2)
   AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
-ORDER BY transaction_id, position
+ORDER BY events.transaction_id, events.position
 LIMIT $3
 """
 )
@@ -104,9 +105,12 @@ LIMIT $3
 class EventStore:
     """Streams of domain events in the ``events`` table, read back as typed events."""
 
-    def __init__(self, pool: asyncpg.Pool, registry: EventRegistry) -> None:
+    def __init__(
+        self, pool: asyncpg.Pool, registry: EventRegistry, *, notifier: Notifier | None = None
+    ) -> None:
         self.pool = pool
         self.registry = registry
+        self.notifier = notifier
 
     async def append(
         self,
@@ -143,6 +147,8 @@ class EventStore:
             raise ConcurrencyError(stream_id, expected_version) from None
         if len(rows) != len(events):
             raise ConcurrencyError(stream_id, expected_version)
+        if self.notifier is not None:
+            self.notifier.poke()
         return expected_version + len(events)
 
     async def read_stream(
@@ -248,13 +254,15 @@ class EventStore:
         return self.pool.acquire()  # type: ignore[no-any-return]
 
     def _recorded(self, row: asyncpg.Record) -> RecordedEvent:
+        # By position, in _SELECT_EVENTS order: this runs once per row read.
+        position, txid, stream_id, version, event_id, kind, schema, data, meta, at = row
         return RecordedEvent(
-            position=row["position"],
-            transaction_id=int(row["transaction_id"]),
-            stream_id=row["stream_id"],
-            stream_version=row["stream_version"],
-            event_id=row["event_id"],
-            event=self.registry.decode(row["event_type"], row["schema_version"], row["data"]),
-            metadata=EventMetadata.from_dict(row["metadata"]),
-            recorded_at=row["recorded_at"],
+            position,
+            int(txid),
+            stream_id,
+            version,
+            event_id,
+            self.registry.decode(kind, schema, data),
+            EventMetadata.from_dict(meta),
+            at,
         )

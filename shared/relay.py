@@ -24,12 +24,12 @@ from shared.events import RecordedEvent
 from shared.eventstore import START, Checkpoint, EventStore
 from shared.integration import IntegrationMap
 from shared.kafka import create_producer
+from shared.notify import CHANNEL
 
 __all__ = ["Relay", "RelayOptions"]
 
 log = logging.getLogger(__name__)
 
-NOTIFY_CHANNEL = "twofa_events"
 PUBLISHED = Counter("twofa_relay_published_events", "Integration events the broker acknowledged")
 ACTIVE = Gauge("twofa_relay_active", "1 while this process holds the relay lock")
 
@@ -110,7 +110,7 @@ class Relay:
         def on_notify(*_: object) -> None:
             wake.set()
 
-        await conn.add_listener(NOTIFY_CHANNEL, on_notify)
+        await conn.add_listener(CHANNEL, on_notify)
         checkpoint = await self._load_checkpoint(conn)
         while not stop.is_set():
             wake.clear()

@@ -1,12 +1,15 @@
 """Bearer tokens on requests: the FastAPI dependency every service uses.
 
-The verifier lives on ``app.state.verifier`` (built in the service's lifespan): the
+The verifier lives on ``app.state.verifier`` and the clock on ``app.state.clock``
+(both set in the service's lifespan): the
 auth service verifies with its own keys; other services with the published keys and a
 revocation list learned from Kafka.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -37,8 +40,9 @@ async def access_claims(
             headers={"WWW-Authenticate": "Bearer"},
         )
     verifier: TokenVerifier = request.app.state.verifier
+    clock: Callable[[], datetime] = request.app.state.clock
     try:
-        return verifier.verify_access(credentials.credentials)
+        return verifier.verify_access(credentials.credentials, now=clock())
     except TokenError as exc:
         raise Problem(
             401,

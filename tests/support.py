@@ -89,6 +89,7 @@ async def enable_through_domain(core: Core, account_id: str, now: datetime) -> E
             expires_at=now + timedelta(minutes=10),
         ),
         ev.TwoFactorEnabled(
+            session_id=None,
             enabled_at=now,
             time_step=totp.time_step(now) - 2,
             recovery_code_hashes=tuple(core.recovery.hash(c) for c in codes),

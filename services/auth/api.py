@@ -218,7 +218,7 @@ async def register(
                 401, "missing_token", "Registration is closed: a support token is required"
             )
         try:
-            claims = core.verifier.verify_access(credentials.credentials)
+            claims = core.verifier.verify_access(credentials.credentials, now=core.clock())
         except TokenError:
             raise Problem(401, "invalid_token", "The access token is not valid") from None
         if "support" not in claims.roles:

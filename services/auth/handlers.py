@@ -205,8 +205,18 @@ async def login(
                 now=now,
             )
             return MfaChallenge(token, int(ttl.total_seconds()))
+        due = tf.due_events(second.state, now)  # a support reset that took effect
         return await _start_session(
-            core, devices, ctx, account_id, account, ("pwd",), "aal1", now, checked_second=second
+            core,
+            devices,
+            ctx,
+            account_id,
+            account,
+            ("pwd",),
+            "aal1",
+            now,
+            checked_second=None if due else second,
+            second_write=(second, due) if due else None,
         )
 
     return await retry_on_conflict(attempt)

@@ -35,14 +35,14 @@ PUBLIC_EVENTS = IntegrationMap(
         "session.ended": Publish("session.ended", ("session_id",)),
         "session.revoked": Publish("session.revoked", ("session_id", "reason")),
         "twofa.enrolment_started": Publish("twofa.enrolment_started", ("expires_at",)),
-        "twofa.enabled": Publish("twofa.enabled", ("enabled_at",)),
+        "twofa.enabled": Publish("twofa.enabled", ("session_id", "enabled_at")),
         "twofa.otp_verified": Publish("twofa.otp_verified", ("purpose",)),
         "twofa.otp_failed": Publish(
             "twofa.otp_failed", ("method", "purpose", "reason", "consecutive_failures")
         ),
         "twofa.recovery_code_used": Publish("twofa.recovery_code_used", ("purpose", "remaining")),
         "twofa.recovery_codes_regenerated": Publish("twofa.recovery_codes_regenerated"),
-        "twofa.disabled": Publish("twofa.disabled", ("method",)),
+        "twofa.disabled": Publish("twofa.disabled", ("session_id", "method")),
         # The public name the design gives every lockout, with the factor in the data.
         "twofa.locked": Publish("account.locked", ("factor", "until", "consecutive_failures")),
         "twofa.reset_requested": Publish(

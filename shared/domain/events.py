@@ -175,6 +175,7 @@ class EnrolmentStarted(DomainEvent):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TwoFactorEnabled(DomainEvent):
     type = "twofa.enabled"
+    session_id: str | None
     enabled_at: datetime
     time_step: int
     recovery_code_hashes: tuple[str, ...]
@@ -218,6 +219,7 @@ class RecoveryCodesRegenerated(DomainEvent):
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TwoFactorDisabled(DomainEvent):
     type = "twofa.disabled"
+    session_id: str | None
     method: str
 
 

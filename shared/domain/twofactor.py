@@ -29,6 +29,7 @@ __all__ = [
     "cancel_reset",
     "confirm_enrolment",
     "disable",
+    "due_events",
     "evolve",
     "is_locked",
     "redeem_recovery_code",
@@ -209,23 +210,24 @@ def _time(value: str | datetime | None) -> datetime | None:
 # Questions ----------------------------------------------------------------------------
 
 
-def reset_is_due(state: TwoFactorState, now: datetime) -> bool:
+def reset_isdue_events(state: TwoFactorState, now: datetime) -> bool:
     reset = state.reset
     return bool(reset and reset.effective_at is not None and reset.effective_at <= now)
 
 
 def requires_second_factor(state: TwoFactorState, now: datetime) -> bool:
     """Does logging in need the second factor? (An approved reset past its delay: no.)"""
-    return state.enabled and not reset_is_due(state, now)
+    return state.enabled and not reset_isdue_events(state, now)
 
 
 def is_locked(state: TwoFactorState, now: datetime) -> bool:
     return state.locked_until is not None and state.locked_until > now
 
 
-def _due(state: TwoFactorState, now: datetime) -> list[DomainEvent]:
-    """A reset whose cooling-off ended takes effect with the next command on the stream."""
-    if reset_is_due(state, now):
+def due_events(state: TwoFactorState, now: datetime) -> list[DomainEvent]:
+    """A reset whose cooling-off ended is recorded by the next command on the stream
+    (the effective state already counts it: ``requires_second_factor`` says no)."""
+    if reset_isdue_events(state, now):
         assert state.reset is not None
         return [ev.ResetCompleted(request_id=state.reset.request_id)]
     return []
@@ -238,7 +240,7 @@ def start_enrolment(
     state: TwoFactorState, encrypted_secret: str, now: datetime, policy: Policy
 ) -> list[DomainEvent]:
     """Start (or restart, replacing the secret) an enrolment; refused while 2FA is on."""
-    events = _due(state, now)
+    events = due_events(state, now)
     if fold(state, events).enabled:
         raise AlreadyEnabled("two-factor authentication is already on")
     return [
@@ -251,7 +253,7 @@ def start_enrolment(
 
 def pending_secret(state: TwoFactorState, now: datetime) -> str:
     """The ciphertext of the enrolment waiting for its first code."""
-    if state.enabled and not reset_is_due(state, now):
+    if state.enabled and not reset_isdue_events(state, now):
         raise AlreadyEnabled("two-factor authentication is already on")
     if (
         state.pending_secret is None
@@ -268,9 +270,10 @@ def confirm_enrolment(
     code_hashes: Sequence[str],
     now: datetime,
     policy: Policy,
+    session_id: str | None = None,
 ) -> Verdict:
     """Turn 2FA on when the first code matched the pending secret."""
-    due = _due(state, now)
+    due = due_events(state, now)
     state = fold(state, due)
     pending_secret(state, now)  # raises when there is nothing to confirm
     if is_locked(state, now):
@@ -278,7 +281,10 @@ def confirm_enrolment(
     if matched_step is None:
         return _failure(state, due, TOTP, "enrolment", "invalid_code", now, policy)
     enabled = ev.TwoFactorEnabled(
-        enabled_at=now, time_step=matched_step, recovery_code_hashes=tuple(code_hashes)
+        session_id=session_id,
+        enabled_at=now,
+        time_step=matched_step,
+        recovery_code_hashes=tuple(code_hashes),
     )
     return Verdict((*due, enabled), True)
 
@@ -328,11 +334,11 @@ def regenerate_recovery_codes(
     return [ev.RecoveryCodesRegenerated(recovery_code_hashes=tuple(code_hashes))]
 
 
-def disable(state: TwoFactorState, method: str) -> list[DomainEvent]:
+def disable(state: TwoFactorState, method: str, session_id: str | None = None) -> list[DomainEvent]:
     """Turn 2FA off (after a verified second factor)."""
     if not state.enabled:
         raise NotEnabled("two-factor authentication is off")
-    return [ev.TwoFactorDisabled(method=method)]
+    return [ev.TwoFactorDisabled(session_id=session_id, method=method)]
 
 
 def request_reset(
@@ -346,7 +352,7 @@ def request_reset(
     now: datetime,
 ) -> list[DomainEvent]:
     """Support opens a reset for a user who lost phone and codes."""
-    due = _due(state, now)
+    due = due_events(state, now)
     state = fold(state, due)
     if requested_by == account_id:
         raise NotAllowed("nobody may request a reset of their own account")
@@ -384,7 +390,7 @@ def approve_reset(
         approved_by=approved_by,
         effective_at=now + policy.reset_cooling_off,
     )
-    return [approved, *_due(evolve(state, approved), now)]
+    return [approved, *due_events(evolve(state, approved), now)]
 
 
 def cancel_reset(
@@ -392,7 +398,7 @@ def cancel_reset(
 ) -> list[DomainEvent]:
     """Cancel a pending reset before it takes effect."""
     _open_reset(state, request_id)  # raises when there is no such reset
-    if reset_is_due(state, now):
+    if reset_isdue_events(state, now):
         raise NotAllowed("this reset has already taken effect")
     return [ev.ResetCancelled(request_id=request_id, cancelled_by=cancelled_by, reason=reason)]
 
@@ -404,7 +410,7 @@ def _open_reset(state: TwoFactorState, request_id: str) -> PendingReset:
 
 
 def _checkable(state: TwoFactorState, now: datetime) -> list[DomainEvent]:
-    due = _due(state, now)
+    due = due_events(state, now)
     if not fold(state, due).enabled:
         raise NotEnabled("two-factor authentication is off")
     return due

@@ -218,3 +218,29 @@ async def test_old_rows_are_read_through_upcasters(store: EventStore, pool: asyn
     await store.append(sid, [NewEvent(PasswordChanged(password_hash="h"))], 0)
     upgraded = await EventStore(pool, registry).read_stream(sid)
     assert upgraded[0].event == PasswordChangedV2(password_hash="h", reason="unknown")
+
+
+async def test_commit_order_is_numeric_across_a_power_of_ten(
+    store: EventStore, database_url: str
+) -> None:
+    """Regression: ordering by the text form of xid8 put "1000" before "997" and skipped."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        current = int(await conn.fetchval("SELECT pg_current_xact_id()::text"))
+        boundary = 10 ** len(str(current))
+        if boundary - current > 50_000:
+            pytest.skip(f"transaction ids at {current}: too far from {boundary} to burn cheaply")
+        while int(await conn.fetchval("SELECT pg_current_xact_id()::text")) < boundary - 4:
+            pass  # each autocommit call uses up one transaction id
+    finally:
+        await conn.close()
+    ids = []
+    for n in range(8):  # one transaction each, crossing the boundary
+        event = changed(n)
+        await store.append(stream(), [event], 0)
+        ids.append(event.event_id)
+    seen, checkpoint = [], START
+    while page := await store.read_all(checkpoint, limit=3):
+        seen += [r.event_id for r in page]
+        checkpoint = Checkpoint(page[-1].transaction_id, page[-1].position)
+    assert seen == ids

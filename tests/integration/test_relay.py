@@ -16,6 +16,7 @@ from shared.domain.events import REGISTRY, AccountRegistered, EmailChanged, Pass
 from shared.events import NewEvent
 from shared.eventstore import EventStore
 from shared.integration import IntegrationMap, Publish
+from shared.notify import Notifier
 from shared.relay import Relay, RelayOptions
 from tests.kafka_helpers import event_ids, eventually, read_topic
 from tests.samples import SECRET_MARKERS
@@ -25,7 +26,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def store(pool: asyncpg.Pool) -> EventStore:
-    return EventStore(pool, REGISTRY)
+    return EventStore(pool, REGISTRY, notifier=Notifier(pool))
 
 
 def make_relay(
@@ -73,11 +74,12 @@ async def register(store: EventStore, n: int) -> list[str]:
 async def test_relay_publishes_every_event_once_with_headers_and_no_secret(
     store: EventStore, database_url: str, kafka_bootstrap: str, topic: str
 ) -> None:
-    relay = make_relay(database_url, store, kafka_bootstrap, topic, poll_interval=5.0)
+    # Polling every 60 s: only the writers' NOTIFY can get the events out within 20 s.
+    relay = make_relay(database_url, store, kafka_bootstrap, topic, poll_interval=60.0)
     async with running(relay):
+        await eventually(lambda: relay.is_active)
         ids = await register(store, 10)
-        records = await read_topic(kafka_bootstrap, topic, until=lambda r: len(r) >= 20)
-        # Woken by NOTIFY: well before the 5 s polling fallback would have fired.
+        records = await read_topic(kafka_bootstrap, topic, until=lambda r: len(r) >= 20, within=20)
     assert sorted(event_ids(records)) == sorted(ids)
     for record in records:
         headers = dict(record.headers)

@@ -25,7 +25,9 @@ def given(*events: DomainEvent) -> tf.TwoFactorState:
 def enrolled() -> list[DomainEvent]:
     return [
         ev.EnrolmentStarted(encrypted_secret="ct", expires_at=NOW + timedelta(minutes=10)),
-        ev.TwoFactorEnabled(enabled_at=NOW, time_step=STEP, recovery_code_hashes=HASHES),
+        ev.TwoFactorEnabled(
+            session_id=None, enabled_at=NOW, time_step=STEP, recovery_code_hashes=HASHES
+        ),
     ]
 
 
