@@ -105,11 +105,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     accounts_cli.add_parser(sub)
     dev = sub.add_parser("dev", help="run the whole stack on embedded PostgreSQL and broker")
     dev.add_argument("--data-dir", default=".twofa", help="where the embedded data lives")
+    dev.add_argument("--auth-port", type=int, default=8001)
+    dev.add_argument("--enrolment-port", type=int, default=8002)
     args = parser.parse_args(argv)
 
     if args.command == "dev":  # it sets up the environment its children load settings from
         configure_logging(os.environ.get("TWOFA_LOG_LEVEL", "INFO"), service="dev")
-        return devstack.run(args.data_dir)
+        ports = {"auth": args.auth_port, "enrolment": args.enrolment_port}
+        return devstack.run(args.data_dir, ports)
     try:
         settings = Settings.load()
     except ConfigurationError as exc:

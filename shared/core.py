@@ -165,11 +165,10 @@ async def background(*runners: Runner) -> AsyncIterator[None]:
         yield
     finally:
         stop.set()
-        if not tasks:
-            return
-        done, pending = await asyncio.wait(tasks, timeout=15)
-        for task in pending:
-            task.cancel()
-        for task in done:
-            if not task.cancelled() and task.exception() is not None:
-                log.error("background task failed: %r", task.exception())
+        if tasks:
+            done, pending = await asyncio.wait(tasks, timeout=15)
+            for task in pending:
+                task.cancel()
+            for task in done:
+                if not task.cancelled() and task.exception() is not None:
+                    log.error("background task failed: %r", task.exception())

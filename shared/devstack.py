@@ -16,15 +16,18 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from contextlib import ExitStack
 from pathlib import Path
 
 from shared.db import ensure_database, ensure_service_role, migrate
 from shared.devservers import EmbeddedBroker, EmbeddedPostgres
+from shared.tokens import SigningKeys
 
 __all__ = ["run"]
 
 SERVICE_ROLE = "twofa_service"
+DEFAULT_PORTS = {"auth": 8001, "enrolment": 8002}
 DATABASE = "twofa"
 
 
@@ -32,26 +35,55 @@ def _say(message: str) -> None:
     print(f"twofa dev: {message}", flush=True)
 
 
+def _b64_key() -> str:
+    return base64.b64encode(secrets.token_bytes(32)).decode()
+
+
 def dev_keys(root: Path) -> dict[str, str]:
-    """Development keys, made once and kept in ``.twofa/dev.env`` so data stays readable."""
+    """Development keys, made once and kept in ``.twofa/dev.env`` so data stays readable
+    across restarts and every process of the stack shares them."""
     path = root / "dev.env"
     if not path.exists():
-        key = base64.b64encode(secrets.token_bytes(32)).decode()
-        path.write_text(
-            "# Development keys for `twofa dev` only. Never use them in production.\n"
-            f"TWOFA_ENCRYPTION_KEYS=dev-local:{key}\n"
-            "TWOFA_ENCRYPTION_ACTIVE_KEY_ID=dev-local\n"
-        )
+        path.write_text("# Development keys for `twofa dev` only. Never use them in production.\n")
         path.chmod(0o600)
     values = {}
     for line in path.read_text().splitlines():
         name, sep, value = line.partition("=")
         if sep and not name.startswith("#"):
             values[name.strip()] = value.strip()
+    wanted = {
+        "TWOFA_ENCRYPTION_KEYS": lambda: f"local-1:{_b64_key()}",
+        "TWOFA_ENCRYPTION_ACTIVE_KEY_ID": lambda: "local-1",
+        "TWOFA_JWT_SIGNING_KEYS": lambda: SigningKeys.generate("local-1").to_config(),
+        "TWOFA_RECOVERY_CODE_KEY": _b64_key,
+        "TWOFA_DEVICE_TOKEN_KEY": _b64_key,
+    }
+    missing = {name: make() for name, make in wanted.items() if name not in values}
+    if missing:
+        with path.open("a") as out:
+            out.writelines(f"{name}={value}\n" for name, value in missing.items())
+        values.update(missing)
     return values
 
 
-def run(data_dir: str) -> int:
+def _wait_ready(name: str, port: int, children: list[tuple[str, subprocess.Popen[bytes]]]) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if any(proc.poll() is not None for _, proc in children):
+            raise SystemExit(f"twofa dev: a process exited while {name} was starting")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as answer:
+                if answer.status == 200:
+                    _say(f"{name} is ready on port {port}")
+                    return
+        except OSError:
+            pass
+        time.sleep(0.3)
+    raise SystemExit(f"twofa dev: {name} did not become ready on port {port}")
+
+
+def run(data_dir: str, ports: dict[str, int] | None = None) -> int:
+    ports = ports or dict(DEFAULT_PORTS)
     root = Path(data_dir).resolve()
     root.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, **{k: v for k, v in dev_keys(root).items() if k not in os.environ}}
@@ -76,19 +108,30 @@ def run(data_dir: str) -> int:
         if not os.environ.get("TWOFA_DATABASE_URL"):
             asyncio.run(ensure_service_role(admin, SERVICE_ROLE))
 
-        for name, argv in (("relay", ["relay"]),):
+        processes = [("relay", ["relay"])] + [
+            (name, ["serve", name, "--port", str(port)]) for name, port in ports.items()
+        ]
+        for name, argv in processes:
             _say(f"starting {name} …")
             proc = subprocess.Popen(  # noqa: S603 — our own entry point
                 [sys.executable, "-m", "shared.cli", *argv], env=env
             )
             children.append((name, proc))
+        for name, port in ports.items():
+            _wait_ready(name, port, children)
 
         rows = [
             ("PostgreSQL", env["TWOFA_DATABASE_URL"]),
             ("Kafka bootstrap", env["TWOFA_KAFKA_BOOTSTRAP_SERVERS"]),
             ("Kafka topic", env.get("TWOFA_KAFKA_TOPIC", "twofa.events.v1")),
-            *((f"{name} (pid)", str(proc.pid)) for name, proc in children),
         ]
+        for name, port in ports.items():
+            base = f"http://127.0.0.1:{port}"
+            rows += [
+                (f"{name} API", base),
+                (f"{name} OpenAPI docs", f"{base}/docs"),
+                (f"{name} metrics", f"{base}/metrics"),
+            ]
         width = max(len(r[0]) for r in rows)
         print("\n" + "\n".join(f"  {k.ljust(width)}  {v}" for k, v in rows) + "\n", flush=True)
         _say("running; press Ctrl-C to stop everything")

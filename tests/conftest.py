@@ -13,6 +13,7 @@ import pytest
 from shared.db import create_pool, migrate
 from shared.kafka import ensure_topics
 from tests import servers
+from tests.support import admin_sql
 
 
 @pytest.fixture(scope="session")
@@ -32,31 +33,23 @@ def kafka_bootstrap(workdir: Path) -> Iterator[str]:
         yield bootstrap
 
 
-async def _admin(postgres_url: str, sql: str) -> None:
-    conn = await asyncpg.connect(postgres_url)
-    try:
-        await conn.execute(sql)
-    finally:
-        await conn.close()
-
-
 @pytest.fixture(scope="session")
 def template_database(postgres_url: str) -> Iterator[str]:
     """A migrated database that each test's own database is copied from."""
     name = f"twofa_template_{uuid.uuid4().hex[:12]}"
-    asyncio.run(_admin(postgres_url, f'CREATE DATABASE "{name}"'))
+    asyncio.run(admin_sql(postgres_url, f'CREATE DATABASE "{name}"'))
     asyncio.run(migrate(servers.with_database(postgres_url, name)))
     yield name
-    asyncio.run(_admin(postgres_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    asyncio.run(admin_sql(postgres_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
 @pytest.fixture
 async def database_url(postgres_url: str, template_database: str) -> AsyncIterator[str]:
     """A fresh, migrated database of this test's own (the owner's URL)."""
     name = f"twofa_test_{uuid.uuid4().hex[:12]}"
-    await _admin(postgres_url, f'CREATE DATABASE "{name}" TEMPLATE "{template_database}"')
+    await admin_sql(postgres_url, f'CREATE DATABASE "{name}" TEMPLATE "{template_database}"')
     yield servers.with_database(postgres_url, name)
-    await _admin(postgres_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    await admin_sql(postgres_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import asyncpg
 import httpx
 from cryptography.hazmat.primitives.hashes import SHA1
 from cryptography.hazmat.primitives.twofactor.totp import TOTP
@@ -61,11 +62,14 @@ def otp(secret: str, at: datetime) -> str:
 
 @contextlib.asynccontextmanager
 async def client_for(
-    app: FastAPI, base_url: str = "http://twofa.test"
+    app: FastAPI, base_url: str = "http://twofa.test", *, raise_app_exceptions: bool = True
 ) -> AsyncIterator[httpx.AsyncClient]:
-    """An httpx client speaking to ``app`` in-process, with its lifespan running."""
+    """An httpx client speaking to ``app`` in-process, with its lifespan running.
+
+    With ``raise_app_exceptions=False`` a crash shows up as the 500 a client would get.
+    """
     async with app.router.lifespan_context(app):
-        transport = httpx.ASGITransport(app=app)
+        transport = httpx.ASGITransport(app=app, raise_app_exceptions=raise_app_exceptions)
         async with httpx.AsyncClient(transport=transport, base_url=base_url) as client:
             yield client
 
@@ -114,3 +118,12 @@ def is_problem(response: httpx.Response) -> bool:
 
 
 Factory = Callable[[Settings], FastAPI]
+
+
+async def admin_sql(postgres_url: str, sql: str) -> None:
+    """Run one statement as the server's admin (CREATE or DROP DATABASE)."""
+    conn = await asyncpg.connect(postgres_url)
+    try:
+        await conn.execute(sql)
+    finally:
+        await conn.close()

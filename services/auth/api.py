@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -10,7 +11,7 @@ from typing import Annotated, Any, Literal, Self
 from fastapi import APIRouter, Depends, Header, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import Counter
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from services.auth import handlers
 from services.auth.devices import DeviceTokens
@@ -43,6 +44,28 @@ EMAIL = r"^[^@\s]{1,64}@[^@\s]{1,189}\.[^@\s]{1,63}$"
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
 
+    @model_validator(mode="after")
+    def _no_nul(self) -> Self:
+        # PostgreSQL text cannot hold NUL: refuse it here rather than fail in the store.
+        for name, value in self.__dict__.items():
+            if isinstance(value, str) and "\x00" in value:
+                raise ValueError(f"{name} may not contain NUL characters")
+        return self
+
+
+def _plain_email(value: str) -> str:
+    # Control and format characters (zero-width, bidi overrides) make look-alike addresses.
+    if any(unicodedata.category(ch) in ("Cc", "Cf") for ch in value):
+        raise ValueError("the email address contains invisible or control characters")
+    return value
+
+
+Email = Annotated[
+    str,
+    Field(max_length=254, pattern=EMAIL, examples=["ann@example.org"]),
+    AfterValidator(_plain_email),
+]
+
 
 Password = Annotated[
     str, Field(min_length=1, max_length=1024, examples=["correct horse battery staple"])
@@ -71,7 +94,7 @@ class SecondFactor(Strict):
 
 class RegisterRequest(Strict):
     username: str = Field(pattern=USERNAME, examples=["ann.example"])
-    email: str = Field(max_length=254, pattern=EMAIL, examples=["ann@example.org"])
+    email: Email
     password: Password
 
 
@@ -128,7 +151,7 @@ class PasswordChange(SecondFactor):
 
 class EmailChange(SecondFactor):
     current_password: Password
-    email: str = Field(max_length=254, pattern=EMAIL, examples=["ann@new.example.org"])
+    email: Email
 
 
 class RefreshRequest(Strict):

@@ -28,7 +28,7 @@ class DeviceTokens:
         return f"dt1.{account_id}.{device_id}.{self._mac(account_id, device_id)}"
 
     def is_valid_for(self, token: str | None, account_id: str) -> bool:
-        if not token or len(token) > 256:
+        if not token or len(token) > 256 or not token.isascii():
             return False
         parts = token.split(".")
         if len(parts) != 4 or parts[0] != "dt1" or parts[1] != account_id:

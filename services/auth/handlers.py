@@ -18,7 +18,6 @@ from datetime import datetime, timedelta
 from services.auth.devices import DeviceTokens
 from shared.aggregate import Loaded
 from shared.core import Core, account_stream, retry_on_conflict, twofactor_stream
-from shared.crypto import constant_time_equals
 from shared.domain import account as acct
 from shared.domain import twofactor as tf
 from shared.domain.errors import NotAllowed
@@ -47,6 +46,7 @@ __all__ = [
     "set_role",
 ]
 
+ANONYMOUS = "anonymous"
 TOTP_AMR = ("pwd", "otp", "mfa")
 RECOVERY_AMR = ("pwd", "recovery_code", "mfa")
 
@@ -186,8 +186,9 @@ async def login(
             checked[stored] = await asyncio.to_thread(core.passwords.verify, stored, password)
         if not checked[stored]:
             failed = acct.fail_password(account.state, trusted, now, core.password_policy)
+            # Whoever typed it is unknown: the account is the subject, not the actor.
             await core.accounts.save(
-                account_stream(account_id), account, ctx.new(failed, _actor(account_id))
+                account_stream(account_id), account, ctx.new(failed, ANONYMOUS)
             )
             raise invalid_credentials()
         second = await core.twofactors.load(twofactor_stream(account_id))
@@ -384,7 +385,7 @@ async def refresh(core: Core, ctx: Context, *, refresh_token: str) -> TokenSet:
             account.state,
             session_id=session_id,
             generation=generation,
-            hash_matches=constant_time_equals(_hash_refresh(refresh_token), session.refresh_hash),
+            presented_hash=_hash_refresh(refresh_token),
             new_hash=_hash_refresh(new_token),
             now=now,
         )

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
+from shared.crypto import constant_time_equals
 from shared.domain import events as ev
 from shared.domain.errors import NotAllowed
 from shared.events import DomainEvent
@@ -76,6 +77,9 @@ class Session:
     session_id: str
     refresh_hash: str
     generation: int
+    # Hashes of the spent refresh tokens, by generation: presenting one of these (and
+    # only these) proves a stolen token is in play and revokes the session.
+    spent_hashes: tuple[str, ...]
     amr: tuple[str, ...]
     acr: str
     auth_time: datetime
@@ -139,6 +143,7 @@ def evolve(state: AccountState, event: DomainEvent) -> AccountState:
                 event.session_id,
                 event.refresh_token_hash,
                 0,
+                (),
                 tuple(event.amr),
                 event.acr,
                 event.auth_time,
@@ -148,7 +153,10 @@ def evolve(state: AccountState, event: DomainEvent) -> AccountState:
         case ev.SessionRefreshed():
             current = state.sessions[event.session_id]
             renewed = replace(
-                current, refresh_hash=event.refresh_token_hash, generation=event.generation
+                current,
+                refresh_hash=event.refresh_token_hash,
+                generation=event.generation,
+                spent_hashes=(*current.spent_hashes, current.refresh_hash),
             )
             return replace(state, sessions={**state.sessions, event.session_id: renewed})
         case ev.Reauthenticated():
@@ -158,8 +166,6 @@ def evolve(state: AccountState, event: DomainEvent) -> AccountState:
         case ev.SessionEnded() | ev.SessionRevoked():
             rest_sessions = {k: s for k, s in state.sessions.items() if k != event.session_id}
             return replace(state, sessions=rest_sessions)
-        case ev.AccountLocked() | ev.AccountUnlocked():
-            return state  # the throttle is derived from the failures themselves
     raise TypeError(f"not an account event: {event.type}")
 
 
@@ -173,7 +179,7 @@ class AccountFold:
     """The ``Fold`` the repository loads ``account-*`` streams with."""
 
     snapshot_type = "account"
-    snapshot_schema_version = 1
+    snapshot_schema_version = 2  # 2: sessions keep their spent refresh-token hashes
 
     def initial(self) -> AccountState:
         return AccountState()
@@ -204,6 +210,7 @@ class AccountFold:
                 s["session_id"],
                 s["refresh_hash"],
                 s["generation"],
+                tuple(s["spent_hashes"]),
                 tuple(s["amr"]),
                 s["acr"],
                 _time(s["auth_time"]),
@@ -262,8 +269,10 @@ def retry_password_at(
 def fail_password(
     state: AccountState, trusted_device: bool, now: datetime, policy: PasswordPolicy
 ) -> list[DomainEvent]:
+    """Count a wrong password. The throttle is derived from these counts: no lock event,
+    since it is a growing delay, not a lock (``account.locked`` is the second factor's)."""
     failures = state.throttle(trusted_device).failures + 1
-    events: list[DomainEvent] = [
+    return [
         ev.LoginFailed(
             reason="password",
             consecutive_failures=failures,
@@ -271,9 +280,6 @@ def fail_password(
             at=now,
         )
     ]
-    if failures >= policy.threshold:
-        events.append(ev.AccountLocked(factor="password", until=now + policy.delay(failures)))
-    return events
 
 
 def open_challenge(challenge_id: str, now: datetime, ttl: timedelta) -> list[DomainEvent]:
@@ -324,15 +330,20 @@ def refresh_session(
     *,
     session_id: str,
     generation: int,
-    hash_matches: bool,
+    presented_hash: str,
     new_hash: str,
     now: datetime,
 ) -> tuple[bool, list[DomainEvent]]:
-    """Rotate a refresh token. A spent one (an older generation) revokes the session."""
+    """Rotate a refresh token. A genuine spent one (an older generation whose hash
+    matches) revokes the session; anything else that does not match changes nothing."""
     session = active_session(state, session_id, now)
-    if generation < session.generation:
-        return False, [ev.SessionRevoked(session_id=session_id, reason="refresh_token_reuse")]
-    if generation != session.generation or not hash_matches:
+    if 0 <= generation < session.generation:
+        if constant_time_equals(presented_hash, session.spent_hashes[generation]):
+            return False, [ev.SessionRevoked(session_id=session_id, reason="refresh_token_reuse")]
+        return False, []
+    if generation != session.generation or not constant_time_equals(
+        presented_hash, session.refresh_hash
+    ):
         return False, []
     renewed = ev.SessionRefreshed(
         session_id=session_id, generation=generation + 1, refresh_token_hash=new_hash

@@ -26,8 +26,6 @@ PUBLIC_EVENTS = IntegrationMap(
         "session.reauthenticated": Publish("session.reauthenticated", ("session_id", "amr")),
         # Lives on its own stream (the key would be the username), and says nothing new.
         "username.claimed": INTERNAL,
-        "account.locked": Publish("account.locked", ("factor", "until")),
-        "account.unlocked": Publish("account.unlocked", ("factor",)),
         "session.started": Publish(
             "session.started", ("session_id", "amr", "acr", "auth_time", "expires_at")
         ),

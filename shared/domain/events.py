@@ -81,21 +81,6 @@ class LoginFailed(DomainEvent):
 
 @register
 @dataclass(frozen=True, slots=True, kw_only=True)
-class AccountLocked(DomainEvent):
-    type = "account.locked"
-    factor: str
-    until: datetime
-
-
-@register
-@dataclass(frozen=True, slots=True, kw_only=True)
-class AccountUnlocked(DomainEvent):
-    type = "account.unlocked"
-    factor: str
-
-
-@register
-@dataclass(frozen=True, slots=True, kw_only=True)
 class PasswordVerified(DomainEvent):
     """The password was right and the second factor is required: an mfa challenge opens."""
 

@@ -57,10 +57,10 @@ def test_a_stranger_cannot_throttle_the_owner_on_a_trusted_device() -> None:
     assert acct.retry_password_at(state, True, NOW, POLICY) is None
 
 
-def test_throttle_emits_account_locked_from_the_threshold_on() -> None:
+def test_throttle_is_derived_from_failures_without_lock_events() -> None:
     state = fail(registered(), 9, False, NOW)
     events = acct.fail_password(state, False, NOW, POLICY)
-    assert [e.type for e in events] == ["login.failed", "account.locked"]
+    assert [e.type for e in events] == ["login.failed"]
 
 
 def test_a_right_password_clears_password_failures() -> None:
@@ -109,27 +109,32 @@ def logged_in(*sessions: str) -> acct.AccountState:
 def test_refresh_rotates_and_reuse_revokes_the_session() -> None:
     state = logged_in("s1")
     ok, events = acct.refresh_session(
-        state, session_id="s1", generation=0, hash_matches=True, new_hash="h1", now=NOW
+        state, session_id="s1", generation=0, presented_hash="hash-s1-0", new_hash="h1", now=NOW
     )
     assert ok and events == [
         ev.SessionRefreshed(session_id="s1", generation=1, refresh_token_hash="h1")
     ]
     state = acct.fold(state, events)
+    # A forged token of a spent generation (wrong secret) changes nothing.
+    forged, events = acct.refresh_session(
+        state, session_id="s1", generation=0, presented_hash="guess", new_hash="x", now=NOW
+    )
+    assert not forged and events == []
     ok, events = acct.refresh_session(
-        state, session_id="s1", generation=0, hash_matches=True, new_hash="h2", now=NOW
+        state, session_id="s1", generation=0, presented_hash="hash-s1-0", new_hash="h2", now=NOW
     )
     assert not ok
     assert events == [ev.SessionRevoked(session_id="s1", reason="refresh_token_reuse")]
     state = acct.fold(state, events)
     with pytest.raises(NotAllowed):
         acct.refresh_session(
-            state, session_id="s1", generation=1, hash_matches=True, new_hash="h3", now=NOW
+            state, session_id="s1", generation=1, presented_hash="h1", new_hash="h3", now=NOW
         )
 
 
 def test_wrong_refresh_secret_is_refused_without_events() -> None:
     ok, events = acct.refresh_session(
-        logged_in("s1"), session_id="s1", generation=0, hash_matches=False, new_hash="x", now=NOW
+        logged_in("s1"), session_id="s1", generation=0, presented_hash="nope", new_hash="x", now=NOW
     )
     assert not ok and events == []
 
