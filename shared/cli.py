@@ -69,17 +69,29 @@ async def run_relay(settings: Settings) -> None:
         await pool.close()
 
 
-SERVICES = {"auth": 8001, "enrolment": 8002}
+async def run_audit_rebuild(settings: Settings) -> None:
+    from services.audit.handlers import rebuild
+
+    pool = await create_pool(settings.require_database_url(), min_size=1, max_size=2)
+    try:
+        read, added = await rebuild(EventStore(pool, REGISTRY))
+    finally:
+        await pool.close()
+    print(f"read {read} stored events; added {added} audit entries")
+
+
+SERVICES = {"auth": 8001, "enrolment": 8002, "audit": 8003}
 
 
 def serve_http(settings: Settings, service: str, host: str, port: int | None) -> None:
     """Run one service under uvicorn until SIGINT or SIGTERM."""
     import uvicorn
 
+    from services.audit.main import create_app as audit_app
     from services.auth.main import create_app as auth_app
     from services.enrolment.main import create_app as enrolment_app
 
-    factories = {"auth": auth_app, "enrolment": enrolment_app}
+    factories = {"auth": auth_app, "enrolment": enrolment_app, "audit": audit_app}
     settings.require_database_url()  # fail with a clear message before binding the port
     uvicorn.run(
         factories[service](settings),
@@ -103,15 +115,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--port", type=int, default=None, help="default: auth 8001, enrolment 8002, audit 8003"
     )
     accounts_cli.add_parser(sub)
+    audit = sub.add_parser("audit", help="audit log maintenance")
+    audit_actions = audit.add_subparsers(dest="action", required=True)
+    audit_actions.add_parser("rebuild", help="fill the audit log from the event store")
     dev = sub.add_parser("dev", help="run the whole stack on embedded PostgreSQL and broker")
     dev.add_argument("--data-dir", default=".twofa", help="where the embedded data lives")
     dev.add_argument("--auth-port", type=int, default=8001)
     dev.add_argument("--enrolment-port", type=int, default=8002)
+    dev.add_argument("--audit-port", type=int, default=8003)
     args = parser.parse_args(argv)
 
     if args.command == "dev":  # it sets up the environment its children load settings from
         configure_logging(os.environ.get("TWOFA_LOG_LEVEL", "INFO"), service="dev")
-        ports = {"auth": args.auth_port, "enrolment": args.enrolment_port}
+        ports = {"auth": args.auth_port, "enrolment": args.enrolment_port, "audit": args.audit_port}
         return devstack.run(args.data_dir, ports)
     try:
         settings = Settings.load()
@@ -128,6 +144,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             serve_http(settings, args.service, args.host, args.port)
         elif args.command == "accounts":
             return asyncio.run(accounts_cli.run(settings, args))
+        elif args.command == "audit":
+            asyncio.run(run_audit_rebuild(settings))
     except ConfigurationError as exc:
         print(f"twofa: configuration error: {exc}", file=sys.stderr)
         return 2

@@ -24,11 +24,21 @@ from shared.eventstore import ConcurrencyError
 from shared.integration import IntegrationEvent, MalformedEventError
 from shared.kafka import create_consumer, create_producer
 
-__all__ = ["ConsumerOptions", "EventConsumer", "Handler"]
+__all__ = ["ConsumerOptions", "Delivery", "EventConsumer", "Handler"]
 
 log = logging.getLogger(__name__)
 
-Handler = Callable[[asyncpg.Connection, IntegrationEvent], Awaitable[None]]
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """Where Kafka had the event: for handlers that record it (the audit log)."""
+
+    topic: str
+    partition: int
+    offset: int
+
+
+Handler = Callable[[asyncpg.Connection, IntegrationEvent, Delivery], Awaitable[None]]
 
 CONSUMED = Counter("twofa_consumer_events", "Events handled", ["consumer", "outcome"])
 
@@ -106,7 +116,7 @@ class EventConsumer:
             await dlq.stop()
             await consumer.stop()
 
-    def lag(self) -> dict[int, int]:
+    async def lag(self) -> dict[int, int]:
         """Records behind the end of each assigned partition (for /metrics)."""
         consumer = self._consumer
         if consumer is None:
@@ -116,7 +126,7 @@ class EventConsumer:
             end = consumer.highwater(tp)
             if end is None:
                 continue
-            lags[tp.partition] = max(0, end - consumer.last_position(tp))
+            lags[tp.partition] = max(0, end - await consumer.position(tp))
         return lags
 
     async def _process(
@@ -139,7 +149,8 @@ class EventConsumer:
                         event.id,
                     )
                     if fresh:
-                        await self.handler(conn, event)
+                        delivery = Delivery(record.topic, record.partition, record.offset)
+                        await self.handler(conn, event, delivery)
                 CONSUMED.labels(name, "handled" if fresh else "duplicate").inc()
                 return True
             except ConcurrencyError:

@@ -27,7 +27,7 @@ from shared.tokens import SigningKeys
 __all__ = ["run"]
 
 SERVICE_ROLE = "twofa_service"
-DEFAULT_PORTS = {"auth": 8001, "enrolment": 8002}
+DEFAULT_PORTS = {"auth": 8001, "enrolment": 8002, "audit": 8003}
 DATABASE = "twofa"
 
 

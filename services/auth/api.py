@@ -11,12 +11,12 @@ from typing import Annotated, Any, Literal, Self
 from fastapi import APIRouter, Depends, Header, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import Counter
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, Field, model_validator
 
 from services.auth import handlers
 from services.auth.devices import DeviceTokens
 from shared.core import Core
-from shared.http import Problem, problems
+from shared.http import Problem, StrictBody, problems
 from shared.requestauth import AccessClaims
 from shared.secondfactor import Proof
 from shared.tokens import Claims, TokenError
@@ -41,16 +41,7 @@ USERNAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{2,63}$"
 EMAIL = r"^[^@\s]{1,64}@[^@\s]{1,189}\.[^@\s]{1,63}$"
 
 
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", str_strip_whitespace=False)
-
-    @model_validator(mode="after")
-    def _no_nul(self) -> Self:
-        # PostgreSQL text cannot hold NUL: refuse it here rather than fail in the store.
-        for name, value in self.__dict__.items():
-            if isinstance(value, str) and "\x00" in value:
-                raise ValueError(f"{name} may not contain NUL characters")
-        return self
+Strict = StrictBody
 
 
 def _plain_email(value: str) -> str:
@@ -182,12 +173,14 @@ CoreDep = Annotated[Core, Depends(core_of)]
 DevicesDep = Annotated[DeviceTokens, Depends(devices_of)]
 
 
-def context(x_request_id: Annotated[str | None, Header(max_length=100)] = None) -> handlers.Context:
+def context(
+    core: CoreDep, x_request_id: Annotated[str | None, Header(max_length=100)] = None
+) -> handlers.Context:
     try:
         correlation = uuid.UUID(x_request_id) if x_request_id else uuid.uuid4()
     except ValueError:
         correlation = uuid.uuid4()
-    return handlers.Context(correlation_id=correlation)
+    return handlers.Context(correlation_id=correlation, clock=core.clock)
 
 
 ContextDep = Annotated[handlers.Context, Depends(context)]
@@ -249,7 +242,7 @@ async def register(
         actor = f"account:{claims.sub}"
     account_id = await handlers.register_account(
         core,
-        handlers.Context(ctx.correlation_id, actor),
+        handlers.Context(ctx.correlation_id, actor, ctx.clock),
         username=body.username,
         email=body.email,
         password=body.password,
@@ -413,4 +406,4 @@ async def jwks(core: CoreDep) -> dict[str, Any]:
 
 
 def _as(ctx: handlers.Context, claims: Claims) -> handlers.Context:
-    return handlers.Context(ctx.correlation_id, f"account:{claims.sub}")
+    return handlers.Context(ctx.correlation_id, f"account:{claims.sub}", ctx.clock)

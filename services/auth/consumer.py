@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncpg
 
+from shared.consumer import Delivery
 from shared.core import Core, account_stream
 from shared.domain import account as acct
 from shared.events import EventMetadata, NewEvent
@@ -24,7 +25,9 @@ REASONS = {
 }
 
 
-async def end_other_sessions(core: Core, conn: asyncpg.Connection, event: IntegrationEvent) -> None:
+async def end_other_sessions(
+    core: Core, conn: asyncpg.Connection, event: IntegrationEvent, delivery: Delivery
+) -> None:
     reason = REASONS.get(event.type)
     if reason is None:
         return
@@ -32,13 +35,14 @@ async def end_other_sessions(core: Core, conn: asyncpg.Connection, event: Integr
     stream = account_stream(event.subject)
     account = await core.accounts.load(stream, connection=conn)
     revoked = acct.revoke_other_sessions(
-        account.state, keep if isinstance(keep, str) else None, reason
+        account.state, keep if isinstance(keep, str) else None, reason, started_before=event.time
     )
     if revoked:
         meta = EventMetadata(
             correlation_id=event.correlation_id or event.id,
             causation_id=event.id,
             actor="service:auth",
+            occurred_at=core.clock(),
         )
         await core.accounts.save(
             stream, account, [NewEvent(e, meta) for e in revoked], connection=conn

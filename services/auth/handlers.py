@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 
 from services.auth.devices import DeviceTokens
 from shared.aggregate import Loaded
-from shared.core import Core, account_stream, retry_on_conflict, twofactor_stream
+from shared.core import Clock, Core, account_stream, retry_on_conflict, twofactor_stream, utc_now
 from shared.domain import account as acct
 from shared.domain import twofactor as tf
 from shared.domain.errors import NotAllowed
@@ -57,9 +57,14 @@ class Context:
 
     correlation_id: uuid.UUID = field(default_factory=uuid.uuid4)
     actor: str | None = None
+    clock: Clock = utc_now  # the service's clock: occurred-at follows it (tests move it)
 
     def new(self, events: Sequence[DomainEvent], actor: str | None = None) -> list[NewEvent]:
-        meta = EventMetadata(correlation_id=self.correlation_id, actor=actor or self.actor)
+        meta = EventMetadata(
+            correlation_id=self.correlation_id,
+            actor=actor or self.actor,
+            occurred_at=self.clock(),
+        )
         return [NewEvent(event, meta) for event in events]
 
 

@@ -7,11 +7,11 @@ from datetime import datetime
 from typing import Annotated, Any, Literal, Self
 
 from fastapi import APIRouter, Depends, Header, Path, Request, Response
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, Field, model_validator
 
 from services.enrolment import handlers
 from shared.core import Core
-from shared.http import Problem, problems
+from shared.http import Problem, StrictBody, problems
 from shared.requestauth import AccessClaims, require_role
 from shared.secondfactor import Proof
 from shared.tokens import Claims
@@ -19,11 +19,10 @@ from shared.tokens import Claims
 router = APIRouter()
 
 NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
-ACCOUNT_ID = r"^[0-9a-fA-F-]{36}$"
+ACCOUNT_ID = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 
 
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+Strict = StrictBody
 
 
 Otp = Annotated[str, Field(min_length=1, max_length=64, examples=["492039"])]

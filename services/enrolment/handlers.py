@@ -57,8 +57,10 @@ class Status:
     reset: tf.PendingReset | None
 
 
-def _new(events: Sequence[DomainEvent], actor: str, correlation: uuid.UUID) -> list[NewEvent]:
-    meta = EventMetadata(correlation_id=correlation, actor=actor)
+def _new(
+    core: Core, events: Sequence[DomainEvent], actor: str, correlation: uuid.UUID
+) -> list[NewEvent]:
+    meta = EventMetadata(correlation_id=correlation, actor=actor, occurred_at=core.clock())
     return [NewEvent(e, meta) for e in events]
 
 
@@ -101,7 +103,9 @@ async def start(core: Core, claims: Claims, correlation: uuid.UUID) -> Enrolment
         loaded = await core.twofactors.load(twofactor_stream(account_id))
         events = tf.start_enrolment(loaded.state, sealed, now, core.policy)
         await core.twofactors.save(
-            twofactor_stream(account_id), loaded, _new(events, f"account:{account_id}", correlation)
+            twofactor_stream(account_id),
+            loaded,
+            _new(core, events, f"account:{account_id}", correlation),
         )
         uri = totp.provisioning_uri(secret, issuer=core.settings.issuer, account=label)
         return Enrolment(secret, uri, now + core.policy.enrolment_ttl)
@@ -235,7 +239,7 @@ async def _save(
         await core.twofactors.save(
             twofactor_stream(account_id),
             loaded,
-            _new(events, actor or f"account:{account_id}", correlation),
+            _new(core, events, actor or f"account:{account_id}", correlation),
         )
 
 

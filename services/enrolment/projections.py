@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncpg
 
+from shared.consumer import Delivery
 from shared.integration import IntegrationEvent
 
 __all__ = ["LABEL_EVENTS", "project_label"]
@@ -16,7 +17,9 @@ __all__ = ["LABEL_EVENTS", "project_label"]
 LABEL_EVENTS = frozenset({"account.registered", "account.email_changed"})
 
 
-async def project_label(conn: asyncpg.Connection, event: IntegrationEvent) -> None:
+async def project_label(
+    conn: asyncpg.Connection, event: IntegrationEvent, delivery: Delivery
+) -> None:
     if event.type not in LABEL_EVENTS:
         return
     email = event.data.get("email")

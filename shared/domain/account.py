@@ -84,6 +84,7 @@ class Session:
     acr: str
     auth_time: datetime
     expires_at: datetime
+    started_at: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +149,7 @@ def evolve(state: AccountState, event: DomainEvent) -> AccountState:
                 event.acr,
                 event.auth_time,
                 event.expires_at,
+                event.auth_time,
             )
             return replace(state, sessions={**state.sessions, event.session_id: session})
         case ev.SessionRefreshed():
@@ -179,7 +181,7 @@ class AccountFold:
     """The ``Fold`` the repository loads ``account-*`` streams with."""
 
     snapshot_type = "account"
-    snapshot_schema_version = 2  # 2: sessions keep their spent refresh-token hashes
+    snapshot_schema_version = 3  # 2: spent refresh-token hashes; 3: session start times
 
     def initial(self) -> AccountState:
         return AccountState()
@@ -215,6 +217,7 @@ class AccountFold:
                 s["acr"],
                 _time(s["auth_time"]),
                 _time(s["expires_at"]),
+                _time(s["started_at"]),
             )
             for s in data["sessions"]
         ]
@@ -357,11 +360,15 @@ def end_session(state: AccountState, session_id: str) -> list[DomainEvent]:
     return [ev.SessionEnded(session_id=session_id)]
 
 
-def revoke_other_sessions(state: AccountState, keep: str | None, reason: str) -> list[DomainEvent]:
+def revoke_other_sessions(
+    state: AccountState, keep: str | None, reason: str, started_before: datetime | None = None
+) -> list[DomainEvent]:
+    """Revoke every session but ``keep`` (only those started by ``started_before``,
+    when given: a session opened after a change already knew about it)."""
     return [
         ev.SessionRevoked(session_id=sid, reason=reason)
-        for sid in sorted(state.sessions)
-        if sid != keep
+        for sid, session in sorted(state.sessions.items())
+        if sid != keep and (started_before is None or session.started_at <= started_before)
     ]
 
 

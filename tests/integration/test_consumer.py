@@ -12,7 +12,7 @@ import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from shared.consumer import ConsumerOptions, EventConsumer, Handler
+from shared.consumer import ConsumerOptions, Delivery, EventConsumer, Handler
 from shared.integration import IntegrationEvent
 from tests.kafka_helpers import eventually, read_topic
 
@@ -55,7 +55,9 @@ async def seen_table(pool: asyncpg.Pool) -> str:
     return "seen"
 
 
-async def record_seen(conn: asyncpg.Connection, event: IntegrationEvent) -> None:
+async def record_seen(
+    conn: asyncpg.Connection, event: IntegrationEvent, delivery: Delivery
+) -> None:
     await conn.execute("INSERT INTO seen (event_id, type) VALUES ($1, $2)", event.id, event.type)
 
 
@@ -112,8 +114,10 @@ async def test_malformed_and_failing_events_go_to_the_dlq_and_the_loop_goes_on(
     poison = integration_event("account.poison")
     good = [integration_event() for _ in range(3)]
 
-    async def handler(conn: asyncpg.Connection, event: IntegrationEvent) -> None:
-        await record_seen(conn, event)
+    async def handler(
+        conn: asyncpg.Connection, event: IntegrationEvent, delivery: Delivery
+    ) -> None:
+        await record_seen(conn, event, delivery)
         if event.type == "account.poison":
             raise ValueError("cannot handle this one")
 
@@ -150,12 +154,12 @@ async def test_an_outage_is_waited_out_not_dead_lettered(
 ) -> None:
     attempts = 0
 
-    async def flaky(conn: asyncpg.Connection, event: IntegrationEvent) -> None:
+    async def flaky(conn: asyncpg.Connection, event: IntegrationEvent, delivery: Delivery) -> None:
         nonlocal attempts
         attempts += 1
         if attempts < 3:
             raise ConnectionResetError("database went away")
-        await record_seen(conn, event)
+        await record_seen(conn, event, delivery)
 
     event = integration_event()
     await publish(kafka_bootstrap, topic, [wire(event)])

@@ -160,3 +160,18 @@ def test_snapshot_round_trips() -> None:
     state = acct.fold(state, acct.set_role(state, "security", True))
     fold = acct.AccountFold()
     assert fold.from_snapshot(orjson.loads(orjson.dumps(fold.to_snapshot(state)))) == state
+
+
+def test_a_change_revokes_only_sessions_that_started_before_it() -> None:
+    state = logged_in("old", "keep")
+    later = acct.complete_login(
+        session_id="new",
+        refresh_hash="h",
+        amr=("pwd", "otp", "mfa"),
+        acr="aal2",
+        now=NOW + timedelta(seconds=5),
+        session_ttl=timedelta(hours=1),
+    )
+    state = acct.fold(state, later)
+    revoked = acct.revoke_other_sessions(state, "keep", "twofa_enabled", started_before=NOW)
+    assert revoked == [ev.SessionRevoked(session_id="old", reason="twofa_enabled")]

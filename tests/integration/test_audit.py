@@ -1,0 +1,476 @@
+"""The audit service against real PostgreSQL and Kafka: ingest, chain, API, rebuild."""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import io
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from datetime import timedelta
+
+import asyncpg
+import httpx
+import orjson
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from services.audit.handlers import rebuild
+from services.audit.main import create_app
+from shared.config import Settings
+from shared.domain import events as ev
+from shared.domain.contract import PUBLIC_EVENTS
+from shared.domain.events import REGISTRY
+from shared.events import EventMetadata, NewEvent
+from shared.eventstore import EventStore
+from shared.notify import Notifier
+from shared.relay import Relay, RelayOptions
+from shared.tokens import SigningKeys, TokenIssuer
+from tests.kafka_helpers import eventually, read_topic
+from tests.servers import with_database
+from tests.support import Clock, admin_sql, client_for, is_problem, served, settings_for
+
+pytestmark = pytest.mark.integration
+
+
+@dataclass
+class Audit:
+    client: httpx.AsyncClient
+    other: httpx.AsyncClient  # a second audit instance in the same consumer group
+    store: EventStore
+    settings: Settings
+    clock: Clock
+    token: str
+    topic: str
+
+    def headers(self, token: str | None = None) -> dict[str, str]:
+        return {"Authorization": f"Bearer {token or self.token}"}
+
+
+def issue(
+    settings: Settings, clock: Clock, roles: tuple[str, ...] = ("security",), **kw: object
+) -> str:
+    issuer = TokenIssuer(settings.signing_keys(), issuer=settings.jwt_issuer)
+    return issuer.issue_access(
+        subject=str(uuid.uuid4()),
+        audience=str(kw.get("audience", settings.jwt_audience)),
+        session_id=uuid.uuid4().hex,
+        auth_time=clock(),
+        amr=("pwd", "otp", "mfa"),
+        acr="aal2",
+        roles=roles,
+        now=clock() - timedelta(minutes=float(str(kw.get("age_minutes", 0)))),
+    )
+
+
+@pytest.fixture
+async def audit(
+    pool: asyncpg.Pool, database_url: str, kafka_bootstrap: str, topic: str
+) -> AsyncIterator[Audit]:
+    settings = settings_for(
+        database_url,
+        kafka_bootstrap_servers=kafka_bootstrap,
+        kafka_topic=topic,
+        kafka_group_prefix=f"t{uuid.uuid4().hex[:8]}",
+    )
+    clock = Clock()
+    store = EventStore(pool, REGISTRY, notifier=Notifier(pool))
+    relay = Relay(
+        dsn=database_url,
+        store=store,
+        mapping=PUBLIC_EVENTS,
+        bootstrap_servers=kafka_bootstrap,
+        options=RelayOptions(topic=topic, name=topic, poll_interval=0.2),
+    )
+    stop = asyncio.Event()
+    relaying = asyncio.create_task(relay.run(stop))
+    try:
+        async with (
+            client_for(create_app(settings, clock=clock)) as one,
+            client_for(create_app(settings, clock=clock)) as two,
+        ):
+            yield Audit(one, two, store, settings, clock, issue(settings, clock), topic)
+    finally:
+        stop.set()
+        await asyncio.wait_for(relaying, 15)
+
+
+async def activity(store: EventStore, accounts: int = 6, each: int = 5) -> dict[str, list[str]]:
+    """Some accounts doing things; returns each account's event ids in order."""
+    ids: dict[str, list[str]] = {}
+    for n in range(accounts):
+        account = str(uuid.uuid4())
+        meta = EventMetadata(actor=f"account:{account}")
+        first = [
+            NewEvent(
+                ev.AccountRegistered(username=f"u{n}", email=f"u{n}@x.org", password_hash="H"), meta
+            ),
+            *(
+                NewEvent(
+                    ev.LoginFailed(
+                        reason="password",
+                        consecutive_failures=i + 1,
+                        trusted_device=False,
+                        at=meta.occurred_at,
+                    ),
+                    EventMetadata(actor="anonymous"),
+                )
+                for i in range(each - 1)
+            ),
+        ]
+        await store.append(f"account-{account}", first, 0)
+        second = [
+            NewEvent(
+                ev.OtpFailed(
+                    method="totp", purpose="login", reason="invalid_code", consecutive_failures=1
+                ),
+                meta,
+            )
+            for _ in range(n % 3)
+        ]
+        await store.append(f"twofactor-{account}", second, 0)
+        ids[account] = [str(e.event_id) for e in first + second]
+    return ids
+
+
+async def all_entries(audit: Audit, **params: str) -> list[dict[str, object]]:
+    items: list[dict[str, object]] = []
+    cursor = None
+    while True:
+        query = {**params, "limit": "7", **({"cursor": cursor} if cursor else {})}
+        page = await audit.client.get("/v1/audit/events", params=query, headers=audit.headers())
+        assert page.status_code == 200, page.text
+        items += page.json()["items"]
+        cursor = page.json()["next_cursor"]
+        if cursor is None:
+            return items
+
+
+async def ingested(audit: Audit, count: int) -> None:
+    async def enough() -> bool:
+        got = await audit.store.pool.fetchval("SELECT count(*) FROM audit.entries")
+        return bool(got >= count)
+
+    await eventually(enough, within=60)
+
+
+async def test_every_event_appears_once_in_order_per_account_across_two_instances(
+    audit: Audit,
+) -> None:
+    ids = await activity(audit.store)
+    total = sum(len(v) for v in ids.values())
+    await ingested(audit, total)
+    items = await all_entries(audit)
+    assert len(items) == total
+    assert len({i["event_id"] for i in items}) == total
+    for account, expected in ids.items():
+        mine = [i for i in items if i["account_id"] == account]
+        assert [i["event_id"] for i in mine] == expected  # id order is chain order here
+        assert [i["chain_seq"] for i in mine] == list(range(1, len(expected) + 1))
+    partitions = {i["kafka_partition"] for i in items}
+    assert len(partitions) > 1  # the accounts spread over partitions
+    verified = (await audit.client.get("/v1/audit/verify", headers=audit.headers())).json()
+    assert (
+        verified["ok"] is True and verified["entries"] == total and verified["chains"] == len(ids)
+    )
+    # Filters.
+    account = next(iter(ids))
+    assert len(await all_entries(audit, account=account)) == len(ids[account])
+    failed = await all_entries(audit, type="login.failed")
+    assert failed and all(i["type"] == "login.failed" for i in failed)
+    assert all(i["actor"] == "anonymous" for i in await all_entries(audit, actor="anonymous"))
+
+
+async def test_tampering_is_named_by_verify(audit: Audit, database_url: str) -> None:
+    ids = await activity(audit.store, accounts=3, each=4)
+    await ingested(audit, sum(len(v) for v in ids.values()))
+    owner = await asyncpg.connect(database_url)
+    try:
+        # The append-only triggers hold even for the owner...
+        with pytest.raises(asyncpg.InsufficientPrivilegeError):
+            await owner.execute("UPDATE audit.entries SET actor = 'x'")
+        # ...until a superuser disables them.
+        await owner.execute("ALTER TABLE audit.entries DISABLE TRIGGER USER")
+        victims = await owner.fetch("SELECT id FROM audit.entries ORDER BY id LIMIT 5")
+        changed = victims[1]["id"]
+        await owner.execute(
+            """UPDATE audit.entries SET data = jsonb_set(data, '{reason}', '"forged"')
+               WHERE id = $1 AND data ? 'reason'""",
+            changed,
+        )
+        if (
+            await owner.fetchval("SELECT data->>'reason' FROM audit.entries WHERE id = $1", changed)
+            != "forged"
+        ):
+            await owner.execute(
+                "UPDATE audit.entries SET actor = 'someone-else' WHERE id = $1", changed
+            )
+        report = (await audit.client.get("/v1/audit/verify", headers=audit.headers())).json()
+        assert report["ok"] is False
+        assert report["first_broken"]["id"] == changed
+        assert "content" in report["first_broken"]["reason"]
+
+        # Put it back, then delete an entry in the middle of a chain.
+        await owner.execute("DELETE FROM audit.entries WHERE id = $1", changed)
+        report = (await audit.client.get("/v1/audit/verify", headers=audit.headers())).json()
+        assert report["ok"] is False
+        broken = report["first_broken"]
+        row = await owner.fetchrow(
+            "SELECT chain, chain_seq FROM audit.entries WHERE id = $1", broken["id"]
+        )
+        assert row["chain_seq"] > 1 and "missing" in broken["reason"]
+        assert broken["id"] > changed
+    finally:
+        await owner.execute("ALTER TABLE audit.entries ENABLE TRIGGER USER")
+        await owner.close()
+
+
+async def test_redelivery_from_the_start_stores_nothing_twice(
+    audit: Audit, kafka_bootstrap: str
+) -> None:
+    ids = await activity(audit.store, accounts=3)
+    total = sum(len(v) for v in ids.values())
+    await ingested(audit, total)
+    # Replay the whole topic into it again, under new message offsets.
+    records = await read_topic(kafka_bootstrap, audit.topic, until=lambda r: len(r) >= total)
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
+    await producer.start()
+    try:
+        for record in records:
+            await producer.send_and_wait(
+                audit.topic, record.value, key=record.key, headers=list(record.headers)
+            )
+        marker = await activity(audit.store, accounts=1, each=1)  # something new after them
+    finally:
+        await producer.stop()
+    await ingested(audit, total + 1)
+    await eventually(lambda: _all_seen(audit, next(iter(marker.values()))[0]), within=30)
+    assert await audit.store.pool.fetchval("SELECT count(*) FROM audit.entries") == total + 1
+    report = (await audit.client.get("/v1/audit/verify", headers=audit.headers())).json()
+    assert report["ok"] is True
+
+
+async def _all_seen(audit: Audit, event_id: str) -> bool:
+    found = await audit.store.pool.fetchval(
+        "SELECT 1 FROM audit.entries WHERE event_id = $1", uuid.UUID(event_id)
+    )
+    return bool(found)
+
+
+async def test_a_malformed_message_goes_to_the_dlq_and_ingest_goes_on(
+    audit: Audit, kafka_bootstrap: str
+) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
+    await producer.start()
+    try:
+        await producer.send_and_wait(audit.topic, b"{not an event", key=b"x")
+    finally:
+        await producer.stop()
+    ids = await activity(audit.store, accounts=1, each=2)
+    await ingested(audit, 2)
+    dead = await read_topic(kafka_bootstrap, audit.topic + ".dlq", until=lambda r: len(r) >= 1)
+    assert dead[0].value == b"{not an event"
+    assert dict(dead[0].headers)["dlq_consumer"].endswith(b".audit")
+    assert len(next(iter(ids.values()))) == 2
+
+
+CHAIN_ROWS = "SELECT event_id, chain, chain_seq, hash FROM audit.entries ORDER BY chain, chain_seq"
+
+
+async def test_rebuild_from_the_store_gives_the_same_entries(
+    audit: Audit, postgres_url: str, template_database: str
+) -> None:
+    ids = await activity(audit.store, accounts=4)
+    total = sum(len(v) for v in ids.values())
+    await ingested(audit, total)
+    name = f"twofa_rebuild_{uuid.uuid4().hex[:10]}"
+    await admin_sql(postgres_url, f'CREATE DATABASE "{name}" TEMPLATE "{template_database}"')
+    try:
+        target = await asyncpg.create_pool(
+            with_database(postgres_url, name), min_size=1, max_size=2
+        )
+        from shared.db import create_pool
+
+        await target.close()
+        target = await create_pool(with_database(postgres_url, name), min_size=1, max_size=4)
+        try:
+            rows = await audit.store.pool.fetch("SELECT * FROM events ORDER BY position")
+            async with target.acquire() as conn:
+                await conn.copy_records_to_table(
+                    "events",
+                    records=[tuple(r.values()) for r in rows],
+                    columns=list(rows[0].keys()),
+                )
+            read, added = await rebuild(EventStore(target, REGISTRY))
+            assert read == len(rows) and added == total
+            again = await rebuild(EventStore(target, REGISTRY))
+            assert again == (len(rows), 0)  # idempotent
+            original = await audit.store.pool.fetch(CHAIN_ROWS)
+            rebuilt = await target.fetch(CHAIN_ROWS)
+            assert [tuple(r) for r in rebuilt] == [tuple(r) for r in original]
+        finally:
+            await target.close()
+    finally:
+        await admin_sql(postgres_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+async def test_live_tail_is_resumable_with_last_event_id(audit: Audit) -> None:
+    # httpx's ASGI transport buffers whole responses: a real server streams them. A reader
+    # only (no Kafka), so the fixture's two instances keep the consumer group to themselves.
+    reader = audit.settings.model_copy(update={"kafka_bootstrap_servers": None})
+    async with (
+        served(create_app(reader, clock=audit.clock)) as url,
+        httpx.AsyncClient(base_url=url, timeout=30) as http,
+    ):
+        await _tail_and_resume(audit, http)
+
+
+async def _tail_and_resume(audit: Audit, http: httpx.AsyncClient) -> None:
+    async def collect(headers: dict[str, str], want: int) -> list[tuple[int, str]]:
+        got: list[tuple[int, str]] = []
+        async with http.stream("GET", "/v1/audit/events/stream", headers=headers) as response:
+            assert response.status_code == 200
+            assert response.headers["content-type"].startswith("text/event-stream")
+            event_id = None
+            async for line in response.aiter_lines():
+                if line.startswith("id: "):
+                    event_id = int(line[4:])
+                elif line.startswith("data: ") and event_id is not None:
+                    got.append((event_id, orjson.loads(line[6:])["event_id"]))
+                    if len(got) >= want:
+                        return got
+        return got
+
+    listening = asyncio.create_task(asyncio.wait_for(collect(audit.headers(), 5), 60))
+    await asyncio.sleep(0.3)  # let the stream start at the current end
+    ids = await activity(audit.store, accounts=1, each=5)
+    first = await listening
+    assert [e for _, e in first] == next(iter(ids.values()))
+    # Resume after the second one: the rest, and nothing before.
+    resumed = await asyncio.wait_for(
+        collect({**audit.headers(), "Last-Event-ID": str(first[1][0])}, 3), 30
+    )
+    assert resumed == first[2:]
+
+
+async def test_export_ndjson_and_csv(audit: Audit) -> None:
+    ids = await activity(audit.store, accounts=2, each=3)
+    total = sum(len(v) for v in ids.values())
+    await ingested(audit, total)
+    ndjson = await audit.client.get("/v1/audit/export", headers=audit.headers())
+    assert ndjson.headers["content-type"].startswith("application/x-ndjson")
+    lines = [orjson.loads(line) for line in ndjson.text.splitlines()]
+    assert len(lines) == total
+    exported = await audit.client.get(
+        "/v1/audit/export", params={"format": "csv"}, headers=audit.headers()
+    )
+    rows = list(csv.DictReader(io.StringIO(exported.text)))
+    assert len(rows) == total and rows[0]["hash"] == lines[0]["hash"]
+    future = (audit.clock() + timedelta(days=1)).isoformat()
+    empty = await audit.client.get(
+        "/v1/audit/export", params={"since": future}, headers=audit.headers()
+    )
+    assert empty.text == ""
+
+
+async def test_summary_counts_and_top_accounts(audit: Audit) -> None:
+    ids = await activity(audit.store, accounts=6, each=2)
+    await ingested(audit, sum(len(v) for v in ids.values()))
+    body = (await audit.client.get("/v1/audit/summary", headers=audit.headers())).json()
+    assert body["counts"]["account.registered"] == 6
+    assert body["counts"]["twofa.otp_failed"] == sum(n % 3 for n in range(6))
+    top = body["top_accounts"]["otp_failures"]
+    assert top[0]["count"] == 2 and len(top) == 4
+
+
+ACCESS_CASES = [
+    ("none", 401),
+    ("garbage", 401),
+    ("expired", 401),
+    ("no_role", 403),
+    ("support_role", 403),
+    ("foreign_key", 401),
+    ("wrong_audience", 401),
+]
+
+
+async def test_only_security_bearers_get_in_and_see_nothing(audit: Audit) -> None:
+    await activity(audit.store, accounts=1, each=1)
+    await ingested(audit, 1)
+    for case, status in ACCESS_CASES:
+        await _refused(audit, case, status)
+
+
+async def _refused(audit: Audit, case: str, status: int) -> None:
+    secret_data = "u0@x.org"
+    tokens = {
+        "none": None,
+        "garbage": "not.a.token",
+        "expired": issue(audit.settings, audit.clock, age_minutes=60),
+        "no_role": issue(audit.settings, audit.clock, roles=()),
+        "support_role": issue(audit.settings, audit.clock, roles=("support",)),
+        "foreign_key": TokenIssuer(
+            SigningKeys.generate(audit.settings.signing_keys().active_kid), issuer="twofa"
+        ).issue_access(
+            subject="x",
+            audience="twofa",
+            session_id="s",
+            auth_time=audit.clock(),
+            amr=("pwd",),
+            acr="aal2",
+            roles=("security",),
+            now=audit.clock(),
+        ),
+        "wrong_audience": issue(audit.settings, audit.clock, audience="elsewhere"),
+    }
+    token = tokens[case]
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    for path in ("/v1/audit/events", "/v1/audit/verify", "/v1/audit/summary", "/v1/audit/export"):
+        response = await audit.client.get(path, headers=headers)
+        assert response.status_code == status, (path, response.text)
+        assert is_problem(response) and secret_data not in response.text
+
+
+COMMON_BAD = [
+    {"since": "yesterday"},
+    {"since": "2026-01-01T00:00:00"},  # no offset
+    {"until": "2026-13-01T00:00:00Z"},
+    {"since": "2026-02-01T00:00:00Z", "until": "2026-01-01T00:00:00Z"},
+]
+FILTER_BAD = [
+    {"type": "DROP TABLE"},
+    {"type": "x" * 500},
+    {"account": "'; --"},
+    {"account": "\x00"},
+    {"actor": "a b"},
+    {"actor": "<script>"},
+]
+BAD_QUERIES = {
+    "/v1/audit/events": [
+        *COMMON_BAD,
+        *FILTER_BAD,
+        {"limit": "0"},
+        {"limit": "501"},
+        {"limit": "ten"},
+        {"limit": "-1"},
+        {"cursor": "garbage"},
+        {"cursor": "YTE6LTE"},  # a1:-1
+        {"cursor": "x" * 200},
+    ],
+    "/v1/audit/export": [*COMMON_BAD, *FILTER_BAD, {"format": "xml"}, {"format": ""}],
+    "/v1/audit/summary": COMMON_BAD,
+}
+
+
+async def test_bad_query_parameters_are_4xx_problems(audit: Audit) -> None:
+    for path, cases in BAD_QUERIES.items():
+        for params in cases:
+            response = await audit.client.get(path, params=params, headers=audit.headers())
+            assert 400 <= response.status_code < 500, (path, params, response.text)
+            assert is_problem(response), (path, params)
+    for last_event_id in ("abc", "-1", "1" * 30):
+        bad_resume = await audit.client.get(
+            "/v1/audit/events/stream", headers={**audit.headers(), "Last-Event-ID": last_event_id}
+        )
+        assert bad_resume.status_code == 422 and is_problem(bad_resume)
