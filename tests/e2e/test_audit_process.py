@@ -1,0 +1,155 @@
+"""``twofa serve audit`` killed with SIGKILL mid-stream: nothing lost, nothing twice."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+
+import asyncpg
+import httpx
+import pytest
+
+from shared.devservers import free_port, wait_for_port
+from shared.domain import events as ev
+from shared.domain.contract import PUBLIC_EVENTS
+from shared.domain.events import REGISTRY
+from shared.events import NewEvent
+from shared.eventstore import EventStore
+from shared.notify import Notifier
+from shared.relay import Relay, RelayOptions
+from shared.tokens import SigningKeys, TokenIssuer
+from tests.kafka_helpers import eventually
+from tests.support import Clock
+
+pytestmark = pytest.mark.e2e
+
+EVENTS = 1200
+
+
+@pytest.fixture
+def keys() -> SigningKeys:
+    return SigningKeys.generate("e2e-audit")
+
+
+def audit_process(env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "shared.cli", "serve", "audit", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+
+
+@pytest.fixture
+def env(
+    database_url: str, kafka_bootstrap: str, topic: str, keys: SigningKeys
+) -> Iterator[dict[str, str]]:
+    key = base64.b64encode(secrets.token_bytes(32)).decode()
+    yield {
+        **os.environ,
+        "TWOFA_DATABASE_URL": database_url,
+        "TWOFA_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "TWOFA_KAFKA_TOPIC": topic,
+        "TWOFA_KAFKA_GROUP_PREFIX": f"e2e{uuid.uuid4().hex[:8]}",
+        "TWOFA_ENCRYPTION_KEYS": f"k1:{key}",
+        "TWOFA_JWT_SIGNING_KEYS": keys.to_config(),
+        "TWOFA_RECOVERY_CODE_KEY": key,
+        "TWOFA_DEVICE_TOKEN_KEY": key,
+    }
+
+
+async def produce(store: EventStore, done: asyncio.Event) -> None:
+    """A steady stream: 60 accounts, 20 events each, appended in small steps."""
+    accounts = [str(uuid.uuid4()) for _ in range(60)]
+    versions = dict.fromkeys(accounts, 0)
+    for step in range(EVENTS // len(accounts)):
+        for account in accounts:
+            failed = ev.LoginFailed(
+                reason="password",
+                consecutive_failures=step + 1,
+                trusted_device=False,
+                at=Clock().now,
+            )
+            versions[account] = await store.append(
+                f"account-{account}", [NewEvent(failed)], versions[account]
+            )
+        await asyncio.sleep(0.01)
+    done.set()
+
+
+async def test_sigkill_mid_stream_loses_nothing_and_stores_nothing_twice(
+    pool: asyncpg.Pool,
+    database_url: str,
+    kafka_bootstrap: str,
+    topic: str,
+    env: dict[str, str],
+    keys: SigningKeys,
+) -> None:
+    store = EventStore(pool, REGISTRY, notifier=Notifier(pool))
+    relay = Relay(
+        dsn=database_url,
+        store=store,
+        mapping=PUBLIC_EVENTS,
+        bootstrap_servers=kafka_bootstrap,
+        options=RelayOptions(topic=topic, name=topic, poll_interval=0.2),
+    )
+    stop, produced = asyncio.Event(), asyncio.Event()
+    relaying = asyncio.create_task(relay.run(stop))
+    producing = asyncio.create_task(produce(store, produced))
+    port = free_port()
+    first = audit_process(env, port)
+    try:
+
+        async def some_stored() -> bool:
+            return bool(await pool.fetchval("SELECT count(*) FROM audit.entries") >= 100)
+
+        await eventually(some_stored, within=60)
+        first.send_signal(signal.SIGKILL)
+        first.wait(10)
+        stored_at_kill = await pool.fetchval("SELECT count(*) FROM audit.entries")
+        assert stored_at_kill < EVENTS, "the kill should land mid-stream"
+
+        second = audit_process(env, port)
+        try:
+            await asyncio.wait_for(producing, 120)
+
+            async def all_stored() -> bool:
+                return bool(await pool.fetchval("SELECT count(*) FROM audit.entries") >= EVENTS)
+
+            await eventually(all_stored, within=120)
+            assert await pool.fetchval("SELECT count(*) FROM audit.entries") == EVENTS
+            assert (
+                await pool.fetchval("SELECT count(DISTINCT event_id) FROM audit.entries") == EVENTS
+            )
+            wait_for_port(port, 30)
+            token = TokenIssuer(keys, issuer="twofa").issue_access(
+                subject="reviewer",
+                audience="twofa",
+                session_id="s",
+                auth_time=Clock().now,
+                amr=("pwd", "otp", "mfa"),
+                acr="aal2",
+                roles=("security",),
+                now=Clock().now,
+            )
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
+                report = (
+                    await http.get("/v1/audit/verify", headers={"Authorization": f"Bearer {token}"})
+                ).json()
+            assert report["ok"] is True and report["entries"] == EVENTS and report["chains"] == 60
+        finally:
+            second.send_signal(signal.SIGTERM)
+            second.wait(30)
+    finally:
+        if first.poll() is None:
+            first.kill()
+        stop.set()
+        producing.cancel()
+        await asyncio.wait_for(relaying, 15)
