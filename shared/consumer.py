@@ -116,6 +116,11 @@ class EventConsumer:
             await dlq.stop()
             await consumer.stop()
 
+    def assigned(self) -> set[int]:
+        """The partitions this member holds right now."""
+        consumer = self._consumer
+        return {tp.partition for tp in consumer.assignment()} if consumer else set()
+
     async def lag(self) -> dict[int, int]:
         """Records behind the end of each assigned partition (for /metrics)."""
         consumer = self._consumer

@@ -15,6 +15,7 @@ import httpx
 import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
+from fastapi import FastAPI
 
 from services.audit.handlers import rebuild
 from services.audit.main import create_app
@@ -38,6 +39,7 @@ pytestmark = pytest.mark.integration
 class Audit:
     client: httpx.AsyncClient
     other: httpx.AsyncClient  # a second audit instance in the same consumer group
+    apps: tuple[FastAPI, FastAPI]
     store: EventStore
     settings: Settings
     clock: Clock
@@ -86,11 +88,9 @@ async def audit(
     stop = asyncio.Event()
     relaying = asyncio.create_task(relay.run(stop))
     try:
-        async with (
-            client_for(create_app(settings, clock=clock)) as one,
-            client_for(create_app(settings, clock=clock)) as two,
-        ):
-            yield Audit(one, two, store, settings, clock, issue(settings, clock), topic)
+        apps = (create_app(settings, clock=clock), create_app(settings, clock=clock))
+        async with client_for(apps[0]) as one, client_for(apps[1]) as two:
+            yield Audit(one, two, apps, store, settings, clock, issue(settings, clock), topic)
     finally:
         stop.set()
         await asyncio.wait_for(relaying, 15)
@@ -170,6 +170,8 @@ async def test_every_event_appears_once_in_order_per_account_across_two_instance
         assert [i["chain_seq"] for i in mine] == list(range(1, len(expected) + 1))
     partitions = {i["kafka_partition"] for i in items}
     assert len(partitions) > 1  # the accounts spread over partitions
+    owned = [audit.apps[0].state.consumer.assigned(), audit.apps[1].state.consumer.assigned()]
+    assert owned[0] and owned[1] and not owned[0] & owned[1]  # the group split them
     verified = (await audit.client.get("/v1/audit/verify", headers=audit.headers())).json()
     assert (
         verified["ok"] is True and verified["entries"] == total and verified["chains"] == len(ids)
@@ -474,3 +476,50 @@ async def test_bad_query_parameters_are_4xx_problems(audit: Audit) -> None:
             "/v1/audit/events/stream", headers={**audit.headers(), "Last-Event-ID": last_event_id}
         )
         assert bad_resume.status_code == 422 and is_problem(bad_resume)
+
+
+async def test_auth_and_enrolment_actions_reach_the_audit_log_in_order(
+    audit: Audit, database_url: str, kafka_bootstrap: str
+) -> None:
+    from services.auth.main import create_app as auth_app
+    from services.enrolment.main import create_app as enrolment_app
+    from tests.support import otp
+
+    settings = audit.settings
+    async with (
+        client_for(auth_app(settings, clock=audit.clock)) as auth,
+        client_for(enrolment_app(settings, clock=audit.clock)) as enrol,
+    ):
+        password, username = "correct horse battery staple", f"ann-{uuid.uuid4().hex[:6]}"
+        registered = await auth.post(
+            "/v1/accounts",
+            json={"username": username, "email": "ann@example.org", "password": password},
+        )
+        account_id = registered.json()["account_id"]
+        login = await auth.post("/v1/login", json={"username": username, "password": password})
+        bearer = {"Authorization": f"Bearer {login.json()['access_token']}"}
+        started = await enrol.post("/v1/2fa/enrolment", headers=bearer)
+        secret = started.json()["secret"]
+        await enrol.post("/v1/2fa/enrolment/confirm", headers=bearer, json={"otp": "000000"})
+        await enrol.post(
+            "/v1/2fa/enrolment/confirm", headers=bearer, json={"otp": otp(secret, audit.clock())}
+        )
+    expected = [
+        "account.registered",
+        "login.succeeded",
+        "session.started",
+        "twofa.enrolment_started",
+        "twofa.otp_failed",
+        "twofa.enabled",
+    ]
+
+    async def all_there() -> bool:
+        items = await all_entries(audit, account=account_id)
+        return len(items) >= len(expected)
+
+    await eventually(all_there, within=60)
+    items = await all_entries(audit, account=account_id)
+    assert [i["type"] for i in items] == expected
+    assert [i["chain_seq"] for i in items] == list(range(1, len(expected) + 1))
+    assert len({i["event_id"] for i in items}) == len(items)
+    assert "password_hash" not in str(items) and secret not in str(items)
