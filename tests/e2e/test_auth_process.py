@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import secrets
 import signal
@@ -41,11 +42,12 @@ def env(database_url: str, kafka_bootstrap: str) -> dict[str, str]:
     }
 
 
-@pytest.fixture
-def auth_url(env: dict[str, str]) -> Iterator[str]:
+@contextlib.contextmanager
+def serving(service: str, env: dict[str, str]) -> Iterator[str]:
+    """``twofa serve <service>`` as a process on a free port; stopped with SIGTERM."""
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "shared.cli", "serve", "auth", "--port", str(port)],
+        [sys.executable, "-m", "shared.cli", "serve", service, "--port", str(port)],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -55,9 +57,47 @@ def auth_url(env: dict[str, str]) -> Iterator[str]:
         yield f"http://127.0.0.1:{port}"
     finally:
         proc.send_signal(signal.SIGTERM)
-        output, _ = proc.communicate(timeout=20)
+        output, _ = proc.communicate(timeout=30)
         assert proc.returncode in (0, -signal.SIGTERM), output.decode()  # uvicorn re-raises it
         assert PASSWORD.encode() not in output
+
+
+@pytest.fixture
+def auth_url(env: dict[str, str]) -> Iterator[str]:
+    with serving("auth", env) as url:
+        yield url
+
+
+def test_enrolment_and_audit_serve_with_keys_they_only_verify_with(
+    env: dict[str, str], auth_url: str
+) -> None:
+    """The other services run with the public keys only (TWOFA_JWT_VERIFY_KEYS)."""
+    keys = SigningKeys.from_config(env["TWOFA_JWT_SIGNING_KEYS"], None)
+    public = {
+        kid: base64.b64encode(key.public_bytes_raw()).decode()
+        for kid, key in keys.public_keys().items()
+    }
+    verify_only = {k: v for k, v in env.items() if k != "TWOFA_JWT_SIGNING_KEYS"}
+    verify_only["TWOFA_JWT_VERIFY_KEYS"] = ",".join(f"{k}:{v}" for k, v in public.items())
+    with httpx.Client(base_url=auth_url, timeout=10) as http:
+        http.post(
+            "/v1/accounts",
+            json={"username": "ann.e2e", "email": "ann@example.org", "password": PASSWORD},
+        )
+        token = http.post("/v1/login", json={"username": "ann.e2e", "password": PASSWORD}).json()[
+            "access_token"
+        ]
+    bearer = {"Authorization": f"Bearer {token}"}
+    with (
+        serving("enrolment", verify_only) as enrolment,
+        httpx.Client(base_url=enrolment, timeout=10) as http,
+    ):
+        assert http.get("/readyz").status_code == 200
+        started = http.post("/v1/2fa/enrolment", headers=bearer)
+        assert started.status_code == 201 and started.json()["otpauth_uri"].startswith("otpauth://")
+    with serving("audit", verify_only) as audit, httpx.Client(base_url=audit, timeout=10) as http:
+        assert http.get("/readyz").status_code == 200
+        assert http.get("/v1/audit/verify", headers=bearer).status_code == 403  # no security role
 
 
 def test_operator_creates_a_support_account_that_logs_in_over_http(
