@@ -123,12 +123,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     dev.add_argument("--auth-port", type=int, default=8001)
     dev.add_argument("--enrolment-port", type=int, default=8002)
     dev.add_argument("--audit-port", type=int, default=8003)
+    dev.add_argument(
+        "--replicas", default="", help="copies per service, e.g. auth=2,audit=2 (one URL each)"
+    )
+    dev.add_argument("--demo", action="store_true", help="create demo, support and security users")
     args = parser.parse_args(argv)
 
     if args.command == "dev":  # it sets up the environment its children load settings from
         configure_logging(os.environ.get("TWOFA_LOG_LEVEL", "INFO"), service="dev")
         ports = {"auth": args.auth_port, "enrolment": args.enrolment_port, "audit": args.audit_port}
-        return devstack.run(args.data_dir, ports)
+        replicas = devstack.parse_replicas(args.replicas)
+        return devstack.run(args.data_dir, ports, replicas, demo=args.demo)
     try:
         settings = Settings.load()
     except ConfigurationError as exc:

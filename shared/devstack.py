@@ -82,7 +82,38 @@ def _wait_ready(name: str, port: int, children: list[tuple[str, subprocess.Popen
     raise SystemExit(f"twofa dev: {name} did not become ready on port {port}")
 
 
-def run(data_dir: str, ports: dict[str, int] | None = None) -> int:
+def parse_replicas(text: str) -> dict[str, int]:
+    """``auth=2,audit=2`` → {"auth": 2, "audit": 2}."""
+    counts: dict[str, int] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, sep, number = part.partition("=")
+        if not sep or name not in DEFAULT_PORTS or not number.isdecimal():
+            raise SystemExit(
+                f"twofa dev: --replicas takes name=count for {', '.join(DEFAULT_PORTS)}"
+            )
+        if not 1 <= int(number) <= 5:
+            raise SystemExit("twofa dev: between 1 and 5 copies of a service")
+        counts[name] = int(number)
+    return counts
+
+
+def instances(ports: dict[str, int], replicas: dict[str, int]) -> list[tuple[str, str, int]]:
+    """(name, service, port) of every copy: the n-th copy listens 10 ports above the last."""
+    out = []
+    for service, port in ports.items():
+        for copy in range(replicas.get(service, 1)):
+            out.append(
+                (service if copy == 0 else f"{service}#{copy + 1}", service, port + 10 * copy)
+            )
+    return out
+
+
+def run(
+    data_dir: str,
+    ports: dict[str, int] | None = None,
+    replicas: dict[str, int] | None = None,
+    demo: bool = False,
+) -> int:
     ports = ports or dict(DEFAULT_PORTS)
     root = Path(data_dir).resolve()
     root.mkdir(parents=True, exist_ok=True)
@@ -108,8 +139,9 @@ def run(data_dir: str, ports: dict[str, int] | None = None) -> int:
         if not os.environ.get("TWOFA_DATABASE_URL"):
             asyncio.run(ensure_service_role(admin, SERVICE_ROLE))
 
+        copies = instances(ports, replicas or {})
         processes = [("relay", ["relay"])] + [
-            (name, ["serve", name, "--port", str(port)]) for name, port in ports.items()
+            (name, ["serve", service, "--port", str(port)]) for name, service, port in copies
         ]
         for name, argv in processes:
             _say(f"starting {name} …")
@@ -117,15 +149,16 @@ def run(data_dir: str, ports: dict[str, int] | None = None) -> int:
                 [sys.executable, "-m", "shared.cli", *argv], env=env
             )
             children.append((name, proc))
-        for name, port in ports.items():
+        for name, _, port in copies:
             _wait_ready(name, port, children)
+        demo_text = _seed_demo(env, root) if demo else None
 
         rows = [
             ("PostgreSQL", env["TWOFA_DATABASE_URL"]),
             ("Kafka bootstrap", env["TWOFA_KAFKA_BOOTSTRAP_SERVERS"]),
             ("Kafka topic", env.get("TWOFA_KAFKA_TOPIC", "twofa.events.v1")),
         ]
-        for name, port in ports.items():
+        for name, _, port in copies:
             base = f"http://127.0.0.1:{port}"
             rows += [
                 (f"{name} API", base),
@@ -134,9 +167,27 @@ def run(data_dir: str, ports: dict[str, int] | None = None) -> int:
             ]
         width = max(len(r[0]) for r in rows)
         print("\n" + "\n".join(f"  {k.ljust(width)}  {v}" for k, v in rows) + "\n", flush=True)
+        if demo_text:
+            print(demo_text, flush=True)
         _say("running; press Ctrl-C to stop everything")
         return _supervise(children)
     return 0
+
+
+def _seed_demo(env: dict[str, str], root: Path) -> str:
+    """The demo accounts, made on the first ``--demo`` run and kept in .twofa/."""
+    from services.auth.demo import seed
+    from shared.config import Settings
+
+    credentials = root / "demo-credentials.txt"
+    if credentials.exists():
+        return credentials.read_text()
+    _say("seeding the demo accounts …")
+    os.environ.update(env)  # the stack's settings, as its children see them
+    text = asyncio.run(seed(Settings.load()))
+    credentials.write_text(text)
+    credentials.chmod(0o600)
+    return text
 
 
 def _supervise(children: list[tuple[str, subprocess.Popen[bytes]]]) -> int:
