@@ -121,6 +121,8 @@ class Settings(BaseSettings):
     reauth_max_age_seconds: int = Field(default=300, ge=30, le=3600)
     enrolment_ttl_seconds: int = Field(default=600, ge=60, le=3600)
     reset_cooling_off_seconds: int = Field(default=86_400, ge=0)
+    enrolment_url: str = Field(default="http://127.0.0.1:8002", max_length=300)
+    portal_origins: str = "http://127.0.0.1:8001,http://localhost:8001"
     issuer: str = Field(default="Partner Portal", min_length=1, max_length=100)
 
     argon2_time_cost: int = Field(default=3, ge=1, le=20)

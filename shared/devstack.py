@@ -140,6 +140,14 @@ def run(
             asyncio.run(ensure_service_role(admin, SERVICE_ROLE))
 
         copies = instances(ports, replicas or {})
+        auth_origins = [
+            f"http://{host}:{port}"
+            for _, service, port in copies
+            if service == "auth"
+            for host in ("127.0.0.1", "localhost")
+        ]
+        env.setdefault("TWOFA_ENROLMENT_URL", f"http://127.0.0.1:{ports['enrolment']}")
+        env.setdefault("TWOFA_PORTAL_ORIGINS", ",".join(auth_origins))
         processes = [("relay", ["relay"])] + [
             (name, ["serve", service, "--port", str(port)]) for name, service, port in copies
         ]
@@ -158,8 +166,10 @@ def run(
             ("Kafka bootstrap", env["TWOFA_KAFKA_BOOTSTRAP_SERVERS"]),
             ("Kafka topic", env.get("TWOFA_KAFKA_TOPIC", "twofa.events.v1")),
         ]
-        for name, _, port in copies:
+        for name, service, port in copies:
             base = f"http://127.0.0.1:{port}"
+            if service == "auth":
+                rows.append((f"{name} portal page", f"{base}/portal"))
             rows += [
                 (f"{name} API", base),
                 (f"{name} OpenAPI docs", f"{base}/docs"),

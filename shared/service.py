@@ -14,6 +14,7 @@ from datetime import timedelta
 
 import asyncpg
 from fastapi import APIRouter, FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
 from shared.config import Settings
 from shared.consumer import ConsumerOptions, EventConsumer, Handler
@@ -35,6 +36,7 @@ def service_app(
     router: APIRouter,
     clock: Clock,
     start: Start,
+    extra_routers: Sequence[APIRouter] = (),
 ) -> FastAPI:
     """The FastAPI app of one service, its dependencies built in the lifespan."""
 
@@ -56,6 +58,15 @@ def service_app(
 
     app = FastAPI(title=f"twofa {name}", version="1", summary=summary, lifespan=lifespan)
     install_common(app, name)
+    origins = [o.strip() for o in settings.portal_origins.split(",") if o.strip()]
+    if origins:  # the portal page calls the services from the auth service's origin
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
+            max_age=600,
+        )
 
     async def checks() -> dict[str, bool]:
         result = {"database": await database_answers(app.state.pool)}
@@ -65,6 +76,8 @@ def service_app(
 
     install_readiness(app, checks)
     app.include_router(router)
+    for extra in extra_routers:
+        app.include_router(extra)
     return app
 
 

@@ -130,7 +130,7 @@ async def admin_sql(postgres_url: str, sql: str) -> None:
 
 
 @contextlib.asynccontextmanager
-async def served(app: FastAPI) -> AsyncIterator[str]:
+async def served(app: FastAPI, port: int | None = None) -> AsyncIterator[str]:
     """Serve ``app`` with uvicorn on a free loopback port in this event loop; yield its URL.
 
     For streaming responses (Server-Sent Events), which httpx's ASGI transport buffers.
@@ -141,7 +141,7 @@ async def served(app: FastAPI) -> AsyncIterator[str]:
 
     from shared.devservers import free_port
 
-    port = free_port()
+    port = port or free_port()
     server = uvicorn.Server(
         uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False)
     )

@@ -8,6 +8,7 @@ from functools import partial
 import asyncpg
 from fastapi import FastAPI
 
+from services.auth import portal
 from services.auth.api import router
 from services.auth.consumer import end_other_sessions
 from services.auth.devices import DeviceTokens
@@ -36,4 +37,5 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> FastAPI:
         router=router,
         clock=clock,
         start=start,
+        extra_routers=[portal.router],
     )
