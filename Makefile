@@ -12,8 +12,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	@touch $(STAMP)
 
+# Extra flags for twofa dev, e.g. make run ARGS="--demo --replicas auth=2"
+ARGS ?=
+
 run: $(STAMP)
-	$(BIN)/twofa dev
+	$(BIN)/twofa dev $(ARGS)
 
 test: $(STAMP) lint typecheck pytest
 
