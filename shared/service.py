@@ -8,22 +8,33 @@ and broker), ``/metrics``, and closes everything on shutdown.
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import timedelta
+from typing import Annotated
 
 import asyncpg
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, Depends, FastAPI, Header, Request
 from fastapi.middleware.cors import CORSMiddleware
 
 from shared.config import Settings
 from shared.consumer import ConsumerOptions, EventConsumer, Handler
-from shared.core import Clock, Runner, background
+from shared.core import Clock, Core, Runner, background
 from shared.db import create_pool
 from shared.http import broker_answers, database_answers, install_common, install_readiness
 from shared.revocations import RevocationFeed, RevokedSessions
 
-__all__ = ["Start", "consumer", "revocation_feed", "service_app"]
+__all__ = [
+    "CoreDep",
+    "Correlation",
+    "Start",
+    "consumer",
+    "core_of",
+    "correlation",
+    "revocation_feed",
+    "service_app",
+]
 
 Start = Callable[[FastAPI, asyncpg.Pool], Awaitable[Sequence[Runner]]]
 
@@ -113,3 +124,23 @@ def revocation_feed(
         revoked=revoked,
         fetch_max_wait_ms=settings.fetch_max_wait_ms,
     )
+
+
+def core_of(request: Request) -> Core:
+    """The service's ``Core``, built in its lifespan."""
+    core: Core = request.app.state.core
+    return core
+
+
+def correlation(
+    x_request_id: Annotated[str | None, Header(max_length=100)] = None,
+) -> uuid.UUID:
+    """The caller's ``X-Request-ID`` when it is a UUID (it ties the events together)."""
+    try:
+        return uuid.UUID(x_request_id) if x_request_id else uuid.uuid4()
+    except ValueError:
+        return uuid.uuid4()
+
+
+CoreDep = Annotated[Core, Depends(core_of)]
+Correlation = Annotated[uuid.UUID, Depends(correlation)]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import shutil
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -17,8 +19,12 @@ from tests.support import admin_sql
 
 
 @pytest.fixture(scope="session")
-def workdir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("servers")
+def workdir() -> Iterator[Path]:
+    # Not under pytest's numbered temp dirs: another pytest session starting on the same
+    # machine prunes old ones, and would delete a running server's data under it.
+    path = Path(tempfile.mkdtemp(prefix="twofa-servers-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

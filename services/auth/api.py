@@ -3,22 +3,21 @@
 from __future__ import annotations
 
 import unicodedata
-import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Annotated, Any, Literal, Self
 
-from fastapi import APIRouter, Depends, Header, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import Counter
 from pydantic import AfterValidator, BaseModel, Field, model_validator
 
 from services.auth import handlers
 from services.auth.devices import DeviceTokens
-from shared.core import Core
 from shared.http import Problem, StrictBody, problems
 from shared.requestauth import AccessClaims
 from shared.secondfactor import Proof
+from shared.service import CoreDep, Correlation
 from shared.tokens import Claims, TokenError
 
 router = APIRouter()
@@ -159,28 +158,16 @@ class Me(BaseModel):
     recovery_codes_left: int
 
 
-def core_of(request: Request) -> Core:
-    core: Core = request.app.state.core
-    return core
-
-
 def devices_of(request: Request) -> DeviceTokens:
     devices: DeviceTokens = request.app.state.devices
     return devices
 
 
-CoreDep = Annotated[Core, Depends(core_of)]
 DevicesDep = Annotated[DeviceTokens, Depends(devices_of)]
 
 
-def context(
-    core: CoreDep, x_request_id: Annotated[str | None, Header(max_length=100)] = None
-) -> handlers.Context:
-    try:
-        correlation = uuid.UUID(x_request_id) if x_request_id else uuid.uuid4()
-    except ValueError:
-        correlation = uuid.uuid4()
-    return handlers.Context(correlation_id=correlation, clock=core.clock)
+def context(core: CoreDep, correlation_id: Correlation) -> handlers.Context:
+    return handlers.Context(correlation_id=correlation_id, clock=core.clock)
 
 
 ContextDep = Annotated[handlers.Context, Depends(context)]

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import uuid
 from datetime import datetime
 from typing import Annotated, Any, Literal, Self
 
-from fastapi import APIRouter, Depends, Header, Path, Request, Response
+from fastapi import APIRouter, Path, Response
 from pydantic import BaseModel, Field, model_validator
 
 from services.enrolment import handlers
-from shared.core import Core
 from shared.http import Problem, StrictBody, problems
 from shared.requestauth import AccessClaims, require_role
 from shared.secondfactor import Proof
+from shared.service import CoreDep, Correlation
 from shared.tokens import Claims
 
 router = APIRouter()
@@ -106,22 +105,6 @@ class CancelBody(Strict):
     reason: str = Field(min_length=1, max_length=500, examples=["The user still has their phone"])
 
 
-def core_of(request: Request) -> Core:
-    core: Core = request.app.state.core
-    return core
-
-
-CoreDep = Annotated[Core, Depends(core_of)]
-
-
-def correlation(x_request_id: Annotated[str | None, Header(max_length=100)] = None) -> uuid.UUID:
-    try:
-        return uuid.UUID(x_request_id) if x_request_id else uuid.uuid4()
-    except ValueError:
-        return uuid.uuid4()
-
-
-Correlation = Annotated[uuid.UUID, Depends(correlation)]
 AccountPath = Annotated[
     str, Path(pattern=ACCOUNT_ID, examples=["3f6d1a52-93a4-4c4e-b3a4-7d0f35b7c1e2"])
 ]
