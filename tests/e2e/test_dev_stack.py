@@ -113,3 +113,31 @@ def test_make_run_starts_the_stack_serves_a_login_and_stops_clean(tmp_path: Path
             assert tokens.status_code == 200
     finally:
         assert stop(again) == []
+
+
+def test_twofa_dev_uses_the_servers_the_environment_names(
+    tmp_path: Path, database_url: str, kafka_bootstrap: str, topic: str
+) -> None:
+    ports = {"auth": free_port(), "enrolment": free_port(), "audit": free_port()}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TWOFA_")}
+    env |= {
+        "TWOFA_DATABASE_URL": database_url,
+        "TWOFA_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+        "TWOFA_KAFKA_TOPIC": topic,
+    }
+    flags = [f"--{name}-port={port}" for name, port in ports.items()]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "shared.cli", "dev", "--data-dir", str(tmp_path / "d"), *flags],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        output = read_until_running(proc)
+    finally:
+        leftovers = stop(proc)
+    assert "starting embedded" not in output  # neither server was started
+    assert kafka_bootstrap in output and database_url in output
+    assert not (tmp_path / "d" / "postgres").exists()
+    assert leftovers == []
