@@ -16,11 +16,8 @@ from cryptography.hazmat.primitives.hashes import SHA1
 from cryptography.hazmat.primitives.twofactor.totp import TOTP
 from fastapi import FastAPI
 
-from shared import recovery
 from shared.config import Settings
-from shared.core import Core, twofactor_stream
-from shared.domain import events as ev
-from shared.events import NewEvent
+from shared.core import Core
 
 
 def settings_for(database_url: str, **overrides: Any) -> Settings:
@@ -82,25 +79,9 @@ class Enrolled:
 
 async def enable_through_domain(core: Core, account_id: str, now: datetime) -> Enrolled:
     """Turn 2FA on by appending its events directly (no enrolment service involved)."""
-    from shared import totp
+    from services.auth.demo import enable_directly
 
-    secret = totp.new_secret()
-    stream = twofactor_stream(account_id)
-    codes = recovery.new_codes()
-    events = [
-        ev.EnrolmentStarted(
-            encrypted_secret=core.keyring.encrypt(secret.encode(), stream.encode()),
-            expires_at=now + timedelta(minutes=10),
-        ),
-        ev.TwoFactorEnabled(
-            session_id=None,
-            enabled_at=now,
-            time_step=totp.time_step(now) - 2,
-            recovery_code_hashes=tuple(core.recovery.hash(c) for c in codes),
-        ),
-    ]
-    loaded = await core.twofactors.load(stream)
-    await core.twofactors.save(stream, loaded, [NewEvent(e) for e in events])
+    secret, codes = await enable_directly(core, account_id, now, actor="test")
     return Enrolled(secret, codes)
 
 

@@ -8,7 +8,7 @@ users get 2FA, since support actions need a login with the second factor (``aal2
 from __future__ import annotations
 
 import secrets
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from services.auth import handlers
 from shared import recovery, totp
@@ -18,7 +18,7 @@ from shared.db import create_pool
 from shared.domain import events as ev
 from shared.events import EventMetadata, NewEvent
 
-__all__ = ["seed"]
+__all__ = ["enable_directly", "seed"]
 
 USERS = (
     ("demo", (), False),
@@ -44,7 +44,7 @@ async def seed(settings: Settings) -> str:
                 await handlers.set_role(core, ctx, username=username, role=role, granted=True)
             line = f"{username:12} password {password}"
             if with_2fa:
-                secret = await _enable(core, account_id)
+                secret, _ = await enable_directly(core, account_id, core.clock())
                 line += f"  TOTP secret {secret}  (oathtool --totp -b {secret})"
             lines.append(line + (f"  roles {', '.join(roles)}" if roles else ""))
     finally:
@@ -52,11 +52,13 @@ async def seed(settings: Settings) -> str:
     return "\n".join(lines) + "\n"
 
 
-async def _enable(core: Core, account_id: str) -> str:
-    """Turn 2FA on directly in the stream (an operator's seed, audited like any event)."""
+async def enable_directly(
+    core: Core, account_id: str, now: datetime, actor: str = "operator:demo"
+) -> tuple[str, list[str]]:
+    """Turn 2FA on by appending its events to the stream (an operator's seed, audited
+    like any event); returns the TOTP secret and the recovery codes."""
     secret = totp.new_secret()
     stream = twofactor_stream(account_id)
-    now = core.clock()
     codes = recovery.new_codes()
     events = [
         ev.EnrolmentStarted(
@@ -70,7 +72,7 @@ async def _enable(core: Core, account_id: str) -> str:
             recovery_code_hashes=tuple(core.recovery.hash(c) for c in codes),
         ),
     ]
-    meta = EventMetadata(actor="operator:demo", occurred_at=now)
+    meta = EventMetadata(actor=actor, occurred_at=now)
     loaded = await core.twofactors.load(stream)
     await core.twofactors.save(stream, loaded, [NewEvent(e, meta) for e in events])
-    return secret
+    return secret, codes
