@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test lint typecheck pytest unit integration e2e bench clean
+.PHONY: run test lint typecheck pytest unit integration e2e reliability bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -40,6 +40,11 @@ integration: $(STAMP)
 
 e2e: $(STAMP)
 	$(BIN)/pytest tests/e2e
+
+# Faults and attacks against a running stack, with a report table (tests/reliability).
+reliability: $(STAMP)
+	@$(BIN)/pytest tests/reliability $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
 
 # The benchmark suite (bench/README.md): every part, or BENCH_ARGS="run login otp".
 BENCH_STAMP := $(VENV)/.bench-installed

@@ -62,6 +62,8 @@ async def run_relay(settings: Settings) -> None:
                 poll_interval=settings.relay_poll_interval_seconds,
                 standby_retry=settings.relay_standby_retry_seconds,
                 client_id=f"{settings.kafka_client_id}-relay",
+                partitions=settings.kafka_topic_partitions,
+                replication_factor=settings.kafka_replication_factor,
             ),
         )
         await relay.run(stop_on_signals())

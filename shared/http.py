@@ -12,13 +12,14 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 import asyncpg
 import orjson
 from aiokafka.errors import KafkaError
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
+from fastapi.responses import PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -33,6 +34,7 @@ __all__ = [
     "StrictBody",
     "broker_answers",
     "database_answers",
+    "exclusive_fields",
     "install_common",
     "install_readiness",
     "problem_response",
@@ -151,16 +153,24 @@ def install_common(app: FastAPI, service: str) -> None:
         status = 404 if isinstance(exc, NotFound) else 409
         return problem_response(status, exc.code, str(exc))
 
+    async def on_outage(request: Request, exc: Exception) -> Response:
+        log.warning("dependency unavailable: %s", type(exc).__name__)
+        return problem_response(
+            503,
+            "unavailable",
+            "A backing service is unavailable; try again shortly",
+            headers={"Retry-After": "5"},
+        )
+
+    # Each by its class, not through the catch-all below: Starlette raises again what
+    # reaches that one, and uvicorn then drops the connection under the client.
+    for outage in _OUTAGE:
+        app.add_exception_handler(outage, on_outage)
+
     @app.exception_handler(Exception)
     async def on_crash(request: Request, exc: Exception) -> Response:
         if isinstance(exc, _OUTAGE):
-            log.warning("dependency unavailable: %s", type(exc).__name__)
-            return problem_response(
-                503,
-                "unavailable",
-                "A backing service is unavailable; try again shortly",
-                headers={"Retry-After": "5"},
-            )
+            return await on_outage(request, exc)
         log.error("unhandled %s on %s %s", type(exc).__name__, request.method, request.url.path)
         return problem_response(500, "internal_error", "Something went wrong on our side")
 
@@ -177,14 +187,62 @@ def install_common(app: FastAPI, service: str) -> None:
         return response
 
     app.add_middleware(BodyLimit, limit=MAX_BODY_BYTES)
+    _document_common_problems(app)
 
     @app.get("/healthz", tags=["operations"], summary="The process is alive")
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/metrics", tags=["operations"], summary="Prometheus metrics")
+    @app.get(
+        "/metrics",
+        tags=["operations"],
+        summary="Prometheus metrics",
+        response_class=PlainTextResponse,
+    )
     async def metrics() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+def _document_common_problems(app: FastAPI) -> None:
+    """Have the OpenAPI document name the problems the handlers above give any operation,
+    so no route repeats them: 400 (a body that cannot be read), 413 and 422 where it takes
+    input, 401 where it needs a token, 503 (an outage) outside the operations probes; and
+    every problem as ``application/problem+json`` (FastAPI's own 422 schema never leaves).
+    """
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        fresh = app.openapi_schema is None
+        schema = generate()
+        if fresh:
+            _add_common_problems(schema)
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def _add_common_problems(schema: dict[str, Any]) -> None:
+    for path_item in schema.get("paths", {}).values():
+        for operation in path_item.values():
+            statuses = set()
+            if "requestBody" in operation:
+                statuses |= {400, 413, 422}
+            if operation.get("parameters"):
+                statuses.add(422)
+            if any(operation.get("security", [])):
+                statuses.add(401)
+            if "operations" not in operation.get("tags", []):
+                statuses.add(503)
+            responses = operation.setdefault("responses", {})
+            for status in statuses:
+                if PROBLEM_JSON not in responses.get(str(status), {}).get("content", {}):
+                    responses[str(status)] = _problem_response(status)
+    components = schema.setdefault("components", {}).setdefault("schemas", {})
+    components.setdefault("ProblemBody", ProblemBody.model_json_schema())
+    text = orjson.dumps(schema.get("paths", {})).decode()
+    for unused in ("HTTPValidationError", "ValidationError"):
+        if f"#/components/schemas/{unused}" not in text:
+            components.pop(unused, None)
 
 
 class BodyLimit:
@@ -262,14 +320,30 @@ class ProblemBody(BaseModel):
 
 def problems(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI ``responses`` entries for the problem answers an operation gives."""
-    return {
-        status: {"model": ProblemBody, "content": {PROBLEM_JSON: {}}, "description": _WHY[status]}
-        for status in statuses
-    }
+    return {status: _problem_response(status) for status in statuses}
+
+
+def _problem_response(status: int) -> dict[str, Any]:
+    # Not FastAPI's ``model``: that would document the body as application/json.
+    schema = {"$ref": "#/components/schemas/ProblemBody"}
+    return {"content": {PROBLEM_JSON: {"schema": schema}}, "description": _WHY[status]}
+
+
+def exclusive_fields(first: str, second: str, *, one_required: bool) -> dict[str, Any]:
+    """JSON Schema for what a body's validator says of two optional text fields: never
+    both (null counts as absent) and, if ``one_required``, one of them."""
+
+    def sent(*names: str) -> dict[str, Any]:
+        return {"required": list(names), "properties": {n: {"type": "string"} for n in names}}
+
+    schema: dict[str, Any] = {"not": sent(first, second)}
+    if one_required:
+        schema["anyOf"] = [sent(first), sent(second)]
+    return schema
 
 
 _WHY = {
-    400: "Bad request",
+    400: "The body could not be read (not UTF-8, say)",
     401: "Not authenticated, or a credential or code is wrong",
     403: "Authenticated but not allowed",
     404: "No such resource",
@@ -282,10 +356,23 @@ _WHY = {
 }
 
 
+class Readiness(BaseModel):
+    status: Literal["ready", "unavailable"]
+    checks: dict[str, bool] = Field(examples=[{"database": True, "broker": True}])
+
+
 def install_readiness(app: FastAPI, checks: Callable[[], Awaitable[dict[str, bool]]]) -> None:
     """``/readyz``: 200 when every dependency answers, else 503 naming the ones that do not."""
 
-    @app.get("/readyz", tags=["operations"], summary="Database and broker reachable")
+    @app.get(
+        "/readyz",
+        tags=["operations"],
+        summary="Database and broker reachable",
+        responses={
+            200: {"model": Readiness, "description": "Every dependency answers"},
+            503: {"model": Readiness, "description": "Some dependency does not answer"},
+        },
+    )
     async def readyz() -> Response:
         results = await checks()
         body = {"status": "ready" if all(results.values()) else "unavailable", "checks": results}

@@ -4,11 +4,16 @@ The verifier lives on ``app.state.verifier`` and the clock on ``app.state.clock`
 (both set in the service's lifespan): the
 auth service verifies with its own keys; other services with the published keys and a
 revocation list learned from Kafka.
+
+A token issued after the password alone (``acr`` ``aal1``) is also put to
+``app.state.password_only_allowed``, which each service sets: once the account has a
+second factor, such a token is refused with ``insufficient_user_authentication``
+(RFC 9470), at once, without waiting for its session's revocation to be consumed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Annotated
 
@@ -18,7 +23,21 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from shared.http import Problem
 from shared.tokens import Claims, TokenError, TokenVerifier
 
-__all__ = ["AccessClaims", "access_claims", "require_role"]
+__all__ = [
+    "AccessClaims",
+    "PasswordOnlyCheck",
+    "access_claims",
+    "refuse_password_only",
+    "require_role",
+]
+
+PasswordOnlyCheck = Callable[[Claims], Awaitable[bool]]
+
+
+async def refuse_password_only(claims: Claims) -> bool:
+    """For a service that serves only logins made with the second factor."""
+    return False
+
 
 _bearer = HTTPBearer(auto_error=False, description="An access token from the auth service")
 
@@ -42,7 +61,7 @@ async def access_claims(
     verifier: TokenVerifier = request.app.state.verifier
     clock: Callable[[], datetime] = request.app.state.clock
     try:
-        return verifier.verify_access(credentials.credentials, now=clock())
+        claims = verifier.verify_access(credentials.credentials, now=clock())
     except TokenError as exc:
         raise Problem(
             401,
@@ -51,6 +70,16 @@ async def access_claims(
             detail=f"reason: {exc.reason}",
             headers=_challenge("invalid_token"),
         ) from None
+    if claims.acr != "aal2":
+        allowed: PasswordOnlyCheck = request.app.state.password_only_allowed
+        if not await allowed(claims):
+            raise Problem(
+                401,
+                "insufficient_user_authentication",
+                "Two-factor authentication is on for this account: log in again with it",
+                headers=_challenge("insufficient_user_authentication"),
+            )
+    return claims
 
 
 AccessClaims = Annotated[Claims, Depends(access_claims)]

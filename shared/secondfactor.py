@@ -16,8 +16,9 @@ from shared.core import Core, twofactor_stream
 from shared.domain import twofactor as tf
 from shared.http import Problem
 from shared.recovery import normalize
+from shared.tokens import Claims
 
-__all__ = ["Proof", "check", "refuse"]
+__all__ = ["Proof", "check", "password_only_allowed", "refuse"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +55,12 @@ async def check(
     if normalize(code) is not None:  # hashing costs; malformed input skips it
         index = await asyncio.to_thread(core.recovery.match, state.code_hashes, code)
     return tf.redeem_recovery_code(state, index, purpose, now, core.policy)
+
+
+async def password_only_allowed(core: Core, claims: Claims) -> bool:
+    """The store's answer (never a read model's) for an ``aal1`` token: see the domain."""
+    loaded = await core.twofactors.load(twofactor_stream(claims.sub))
+    return tf.password_only_allowed(loaded.state, claims.sid)
 
 
 def refuse(verdict: tf.Verdict, now: datetime) -> Problem:

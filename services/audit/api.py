@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
+import re
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
@@ -12,7 +13,7 @@ import asyncpg
 import orjson
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import StreamingResponse
-from pydantic import AwareDatetime, BaseModel, Field
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, Field
 
 from services.audit import log
 from shared.http import Problem, problems
@@ -26,7 +27,7 @@ KEEPALIVE_SECONDS = 15.0
 
 
 def security(claims: AccessClaims) -> Claims:
-    require_role(claims, "security")
+    require_role(claims, "security", aal2=True)
     return claims
 
 
@@ -43,7 +44,21 @@ PoolDep = Annotated[asyncpg.Pool, Depends(pool_of)]
 AccountQ = Annotated[str | None, Query(max_length=64, pattern=r"^[0-9a-fA-F-]{1,64}$")]
 TypeQ = Annotated[str | None, Query(alias="type", max_length=100, pattern=r"^[a-z_.]+$")]
 ActorQ = Annotated[str | None, Query(max_length=200, pattern=r"^[\w.:@-]+$")]
-TimeQ = Annotated[AwareDatetime | None, Query(description="RFC 3339 with an offset")]
+RFC3339 = re.compile(r"\d{4}-\d{2}-\d{2}[Tt]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})")
+
+
+def _rfc3339(value: object) -> object:
+    # pydantic alone would also take a Unix time ("0.5") or a bare date.
+    if isinstance(value, str) and not RFC3339.fullmatch(value):
+        raise ValueError("must be an RFC 3339 date-time with an offset")
+    return value
+
+
+TimeQ = Annotated[
+    AwareDatetime | None,
+    BeforeValidator(_rfc3339),
+    Query(description="RFC 3339 with an offset"),
+]
 
 
 def filters(
@@ -54,7 +69,7 @@ def filters(
     until: TimeQ = None,
 ) -> log.Filters:
     if since is not None and until is not None and since >= until:
-        raise Problem(422, "invalid_request", "since must be before until")
+        raise Problem(422, "invalid_time_range", "since must be before until")
     return log.Filters(account, event_type, actor, since, until)
 
 
@@ -223,5 +238,5 @@ async def summary(
     pool: PoolDep, claims: SecurityClaims, since: TimeQ = None, until: TimeQ = None
 ) -> dict[str, Any]:
     if since is not None and until is not None and since >= until:
-        raise Problem(422, "invalid_request", "since must be before until")
+        raise Problem(422, "invalid_time_range", "since must be before until")
     return await log.summary(pool, since, until)

@@ -15,6 +15,7 @@ from services.audit.handlers import ingest
 from shared.config import Settings
 from shared.consumer import EventConsumer
 from shared.core import Clock, Runner, utc_now
+from shared.requestauth import refuse_password_only
 from shared.service import consumer, revocation_feed, service_app
 from shared.tokens import TokenVerifier
 
@@ -32,6 +33,7 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> FastAPI:
             audience=settings.jwt_audience,
             is_revoked=revoked.is_revoked,
         )
+        app.state.password_only_allowed = refuse_password_only  # security work needs 2FA
         if feed is None:
             return []
         ingesting = consumer(settings, pool, "audit", ingest)

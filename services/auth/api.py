@@ -10,15 +10,15 @@ from typing import Annotated, Any, Literal, Self
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from prometheus_client import Counter
-from pydantic import AfterValidator, BaseModel, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from services.auth import handlers
 from services.auth.devices import DeviceTokens
-from shared.http import Problem, StrictBody, problems
-from shared.requestauth import AccessClaims
+from shared.http import Problem, StrictBody, exclusive_fields, problems
+from shared.requestauth import AccessClaims, access_claims, require_role
 from shared.secondfactor import Proof
 from shared.service import CoreDep, Correlation
-from shared.tokens import Claims, TokenError
+from shared.tokens import Claims
 
 router = APIRouter()
 
@@ -37,7 +37,16 @@ def counted(step: str) -> Iterator[None]:
 
 
 USERNAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{2,63}$"
-EMAIL = r"^[^@\s]{1,64}@[^@\s]{1,189}\.[^@\s]{1,63}$"
+# Unicode's control and format characters (Cc, Cf: zero-width, bidi overrides, ...), so
+# the published pattern says what _plain_email refuses.
+_INVISIBLE = (
+    r"\u0000-\u001f\u007f-\u009f\u00ad\u0600-\u0605\u061c\u06dd\u070f\u0890-\u0891\u08e2"
+    r"\u180e\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb"
+    r"\U000110bd\U000110cd\U00013430-\U0001343f\U0001bca0-\U0001bca3\U0001d173-\U0001d17a"
+    r"\U000e0001\U000e0020-\U000e007f"
+)
+_PART = rf"[^@\s{_INVISIBLE}]"
+EMAIL = rf"^{_PART}{{1,64}}@{_PART}{{1,189}}\.{_PART}{{1,63}}$"
 
 
 Strict = StrictBody
@@ -66,6 +75,10 @@ RecoveryCode = Annotated[str, Field(min_length=1, max_length=64, examples=["7hq2
 
 class SecondFactor(Strict):
     """An OTP from the app, or one of the recovery codes: at most one of the two."""
+
+    model_config = ConfigDict(
+        json_schema_extra=exclusive_fields("otp", "recovery_code", one_required=False)
+    )
 
     otp: Otp | None = None
     recovery_code: RecoveryCode | None = None
@@ -121,6 +134,10 @@ class MfaRequired(BaseModel):
 
 
 class MfaRequest(SecondFactor):
+    model_config = ConfigDict(
+        json_schema_extra=exclusive_fields("otp", "recovery_code", one_required=True)
+    )
+
     mfa_token: str = Field(min_length=1, max_length=8192)
 
     @model_validator(mode="after")
@@ -203,9 +220,11 @@ NO_STORE = {"Cache-Control": "no-store"}
     response_model=Registered,
     tags=["accounts"],
     summary="Register an account",
-    description="Open when TWOFA_OPEN_REGISTRATION is true; otherwise a `support` token is "
-    "required. Passwords: 8-128 characters, not a common one (NIST SP 800-63B).",
+    description="Open when TWOFA_OPEN_REGISTRATION is true; otherwise it needs a token of an "
+    "active session with the `support` role and acr `aal2`. Passwords: 8-128 characters, "
+    "not a common one (NIST SP 800-63B).",
     responses=problems(401, 403, 409, 413, 422),
+    openapi_extra={"security": [{}]},  # the token is optional: only closed registration asks
 )
 async def register(
     body: RegisterRequest,
@@ -220,12 +239,10 @@ async def register(
             raise Problem(
                 401, "missing_token", "Registration is closed: a support token is required"
             )
-        try:
-            claims = core.verifier.verify_access(credentials.credentials, now=core.clock())
-        except TokenError:
-            raise Problem(401, "invalid_token", "The access token is not valid") from None
-        if "support" not in claims.roles:
-            raise Problem(403, "forbidden", "Registration is closed: this needs the 'support' role")
+        # The same checks as every bearer operation: signature, a session still active
+        # in the account stream, then the support role with the second factor.
+        claims = await session_claims(core, await access_claims(request, credentials))
+        require_role(claims, "support", aal2=True)
         actor = f"account:{claims.sub}"
     account_id = await handlers.register_account(
         core,

@@ -8,14 +8,17 @@ conflicting writer makes the whole step run again on fresh state.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import secrets
+import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from services.auth.devices import DeviceTokens
+from services.auth.strangers import UnknownNames
 from shared.aggregate import Loaded
 from shared.core import Clock, Core, account_stream, retry_on_conflict, twofactor_stream, utc_now
 from shared.domain import account as acct
@@ -93,8 +96,35 @@ def _actor(account_id: str) -> str:
     return f"account:{account_id}"
 
 
+# Longer than a wrong password takes on either path (a hash of about 115 ms with the
+# default argon2 cost, plus the account's load and append), so both answer at the floor.
+FAILED_LOGIN_FLOOR = 0.3
+
+
 def invalid_credentials() -> Problem:
     return Problem(401, "invalid_credentials", "Username or password is wrong")
+
+
+@contextlib.asynccontextmanager
+async def _failures_answered_at_the_floor() -> AsyncIterator[None]:
+    started = time.monotonic()
+    try:
+        yield
+    except Problem as problem:
+        if problem.code == "invalid_credentials":
+            await asyncio.sleep(max(0.0, started + FAILED_LOGIN_FLOOR - time.monotonic()))
+        raise
+
+
+def _throttled(retry_at: datetime, now: datetime) -> Problem:
+    wait = max(1, int((retry_at - now).total_seconds()))
+    return Problem(
+        429,
+        "too_many_attempts",
+        "Too many wrong passwords: wait before trying again",
+        headers={"Retry-After": str(wait)},
+        retry_after=wait,
+    )
 
 
 def invalid_session() -> Problem:
@@ -165,67 +195,76 @@ async def login(
     password: str,
     device_token: str | None,
 ) -> TokenSet | MfaChallenge:
-    """Check the password; then tokens, or an mfa challenge when 2FA is on."""
-    account_id = await lookup_username(core, username)
-    if account_id is None:
-        await asyncio.to_thread(core.passwords.dummy_verify, password)
-        raise invalid_credentials()
-    trusted = devices.is_valid_for(device_token, account_id)
-    checked: dict[str, bool] = {}  # stored hash → verdict, so a retry does not hash again
+    """Check the password; then tokens, or an mfa challenge when 2FA is on.
 
-    async def attempt() -> TokenSet | MfaChallenge:
-        now = core.clock()
-        account = await core.accounts.load(account_stream(account_id))
-        retry_at = acct.retry_password_at(account.state, trusted, now, core.password_policy)
-        if retry_at is not None:
-            wait = max(1, int((retry_at - now).total_seconds()))
-            raise Problem(
-                429,
-                "too_many_attempts",
-                "Too many wrong passwords: wait before trying again",
-                headers={"Retry-After": str(wait)},
-                retry_after=wait,
+    A wrong password answers no sooner than ``FAILED_LOGIN_FLOOR`` after the request
+    began, whether or not the username exists: an unknown name costs a dummy hash but
+    skips loading the account and appending the failure, which a stopwatch would show.
+    """
+    async with _failures_answered_at_the_floor():
+        account_id = await lookup_username(core, username)
+        if account_id is None:
+            # Throttled like an account nobody has a device token for, hashed all the same.
+            now = core.clock()
+            strangers = UnknownNames(core.pool, core.settings.server_key("device_token_key"))
+            name = username_stream(username)
+            retry_at = acct.throttled_until(
+                await strangers.throttle(name), now, core.password_policy
             )
-        stored = account.state.password_hash
-        if stored not in checked:
-            checked[stored] = await asyncio.to_thread(core.passwords.verify, stored, password)
-        if not checked[stored]:
-            failed = acct.fail_password(account.state, trusted, now, core.password_policy)
-            # Whoever typed it is unknown: the account is the subject, not the actor.
-            await core.accounts.save(
-                account_stream(account_id), account, ctx.new(failed, ANONYMOUS)
-            )
+            if retry_at is not None:
+                raise _throttled(retry_at, now)
+            await asyncio.to_thread(core.passwords.dummy_verify, password)
+            await strangers.fail(name, now)
             raise invalid_credentials()
-        second = await core.twofactors.load(twofactor_stream(account_id))
-        if tf.requires_second_factor(second.state, now):
-            challenge_id = uuid.uuid4().hex
-            ttl = timedelta(seconds=core.settings.mfa_token_ttl_seconds)
-            opened = acct.open_challenge(challenge_id, now, ttl)
-            await core.accounts.save(
-                account_stream(account_id), account, ctx.new(opened, _actor(account_id))
-            )
-            token = core.issuer.issue_mfa(
-                subject=account_id,
-                challenge_id=challenge_id,
-                audience=core.settings.jwt_audience,
-                now=now,
-            )
-            return MfaChallenge(token, int(ttl.total_seconds()))
-        due = tf.due_events(second.state, now)  # a support reset that took effect
-        return await _start_session(
-            core,
-            devices,
-            ctx,
-            account_id,
-            account,
-            ("pwd",),
-            "aal1",
-            now,
-            checked_second=None if due else second,
-            second_write=(second, due) if due else None,
-        )
+        trusted = devices.is_valid_for(device_token, account_id)
+        checked: dict[str, bool] = {}  # stored hash → verdict, so a retry does not hash again
 
-    return await retry_on_conflict(attempt)
+        async def attempt() -> TokenSet | MfaChallenge:
+            now = core.clock()
+            account = await core.accounts.load(account_stream(account_id))
+            retry_at = acct.retry_password_at(account.state, trusted, now, core.password_policy)
+            if retry_at is not None:
+                raise _throttled(retry_at, now)
+            stored = account.state.password_hash
+            if stored not in checked:
+                checked[stored] = await asyncio.to_thread(core.passwords.verify, stored, password)
+            if not checked[stored]:
+                failed = acct.fail_password(account.state, trusted, now, core.password_policy)
+                # Whoever typed it is unknown: the account is the subject, not the actor.
+                await core.accounts.save(
+                    account_stream(account_id), account, ctx.new(failed, ANONYMOUS)
+                )
+                raise invalid_credentials()
+            second = await core.twofactors.load(twofactor_stream(account_id))
+            if tf.requires_second_factor(second.state, now):
+                challenge_id = uuid.uuid4().hex
+                ttl = timedelta(seconds=core.settings.mfa_token_ttl_seconds)
+                opened = acct.open_challenge(challenge_id, now, ttl)
+                await core.accounts.save(
+                    account_stream(account_id), account, ctx.new(opened, _actor(account_id))
+                )
+                token = core.issuer.issue_mfa(
+                    subject=account_id,
+                    challenge_id=challenge_id,
+                    audience=core.settings.jwt_audience,
+                    now=now,
+                )
+                return MfaChallenge(token, int(ttl.total_seconds()))
+            due = tf.due_events(second.state, now)  # a support reset that took effect
+            return await _start_session(
+                core,
+                devices,
+                ctx,
+                account_id,
+                account,
+                ("pwd",),
+                "aal1",
+                now,
+                checked_second=None if due else second,
+                second_write=(second, due) if due else None,
+            )
+
+        return await retry_on_conflict(attempt)
 
 
 async def login_mfa(

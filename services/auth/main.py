@@ -14,6 +14,7 @@ from services.auth.consumer import end_other_sessions
 from services.auth.devices import DeviceTokens
 from shared.config import Settings
 from shared.core import Clock, Core, Runner, utc_now
+from shared.secondfactor import password_only_allowed
 from shared.service import consumer, service_app
 
 __all__ = ["create_app"]
@@ -24,6 +25,7 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> FastAPI:
         core = Core.build(settings, pool, clock)
         app.state.core = core
         app.state.verifier = core.verifier  # sessions are checked against the stream too
+        app.state.password_only_allowed = partial(password_only_allowed, core)
         app.state.devices = DeviceTokens(settings.server_key("device_token_key"))
         if not settings.kafka_bootstrap_servers:
             return []

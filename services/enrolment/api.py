@@ -6,10 +6,10 @@ from datetime import datetime
 from typing import Annotated, Any, Literal, Self
 
 from fastapi import APIRouter, Path, Response
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from services.enrolment import handlers
-from shared.http import Problem, StrictBody, problems
+from shared.http import Problem, StrictBody, exclusive_fields, problems
 from shared.requestauth import AccessClaims, require_role
 from shared.secondfactor import Proof
 from shared.service import CoreDep, Correlation
@@ -54,6 +54,10 @@ class RecoveryCodes(BaseModel):
 
 
 class DisableBody(Strict):
+    model_config = ConfigDict(
+        json_schema_extra=exclusive_fields("otp", "recovery_code", one_required=True)
+    )
+
     otp: Otp | None = None
     recovery_code: Annotated[str | None, Field(min_length=1, max_length=64)] = None
 

@@ -262,7 +262,11 @@ def retry_password_at(
     state: AccountState, trusted_device: bool, now: datetime, policy: PasswordPolicy
 ) -> datetime | None:
     """When a password may be tried again, or None if it may be tried now."""
-    bucket = state.throttle(trusted_device)
+    return throttled_until(state.throttle(trusted_device), now, policy)
+
+
+def throttled_until(bucket: Throttle, now: datetime, policy: PasswordPolicy) -> datetime | None:
+    """When the next password may be tried after ``bucket``'s failures, if not now."""
     if bucket.last_failure_at is None:
         return None
     ready = bucket.last_failure_at + policy.delay(bucket.failures)

@@ -72,6 +72,7 @@ class PendingReset:
 class TwoFactorState:
     enabled: bool = False
     enabled_at: datetime | None = None
+    enabled_by_session: str | None = None  # the session that confirmed the first code
     secret: str | None = None  # ciphertext of the active TOTP secret
     pending_secret: str | None = None  # ciphertext of an enrolment not yet confirmed
     pending_expires_at: datetime | None = None
@@ -114,6 +115,7 @@ def evolve(state: TwoFactorState, event: DomainEvent) -> TwoFactorState:
                 _succeeded(state),
                 enabled=True,
                 enabled_at=event.enabled_at,
+                enabled_by_session=event.session_id,
                 secret=state.pending_secret,
                 pending_secret=None,
                 pending_expires_at=None,
@@ -174,7 +176,7 @@ class TwoFactorFold:
     """The ``Fold`` the repository loads ``twofactor-*`` streams with."""
 
     snapshot_type = "twofactor"
-    snapshot_schema_version = 1
+    snapshot_schema_version = 2
 
     def initial(self) -> TwoFactorState:
         return TwoFactorState()
@@ -332,6 +334,16 @@ def regenerate_recovery_codes(
     if not state.enabled:
         raise NotEnabled("two-factor authentication is off")
     return [ev.RecoveryCodesRegenerated(recovery_code_hashes=tuple(code_hashes))]
+
+
+def password_only_allowed(state: TwoFactorState, session_id: str) -> bool:
+    """May a session that logged in with the password alone (acr aal1) act for the account?
+
+    Only while the account has no second factor, or for the session that turned it on
+    (it proved the first code); every other password-only session lost that right the
+    moment 2FA was enabled, whether or not its revocation has been consumed yet.
+    """
+    return not state.enabled or state.enabled_by_session == session_id
 
 
 def disable(state: TwoFactorState, method: str, session_id: str | None = None) -> list[DomainEvent]:

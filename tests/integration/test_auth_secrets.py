@@ -10,10 +10,7 @@ and each only its own.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import re
-from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -31,6 +28,7 @@ from shared.domain.events import REGISTRY
 from shared.eventstore import START, EventStore
 from shared.relay import Relay, RelayOptions
 from tests.kafka_helpers import read_topic
+from tests.secretsearch import Secret, leaks
 from tests.support import Clock, client_for, enable_through_domain, otp, settings_for
 
 pytestmark = pytest.mark.integration
@@ -40,18 +38,6 @@ NEW_PASSWORD = "a brand new passphrase for 2026"
 WRONG_PASSWORD = "a wrong but plausible passphrase"
 TOKEN_FIELDS = ("access_token", "refresh_token", "device_token", "mfa_token")
 _LOG_STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
-
-
-@dataclass(frozen=True)
-class Secret:
-    name: str
-    value: str
-    code: bool = False  # a 6-digit OTP: only a match that is not part of a longer number
-
-    def pattern(self) -> re.Pattern[str]:
-        forms = {self.value, json.dumps(self.value)[1:-1]}
-        either = "|".join(re.escape(form) for form in sorted(forms))
-        return re.compile(rf"(?<![0-9])(?:{either})(?![0-9])" if self.code else either)
 
 
 @dataclass
@@ -75,11 +61,6 @@ class Flow:
             if body.get(name):
                 self.keep(f"{name} from {label}", body[name])
         return body
-
-
-def leaks(text: str, secrets: list[Secret], allowed: AbstractSet[str] = frozenset()) -> list[str]:
-    """The names of the secrets ``text`` holds, apart from the ``allowed`` values."""
-    return [s.name for s in secrets if s.value not in allowed and s.pattern().search(text)]
 
 
 def bearer(token: str) -> dict[str, str]:

@@ -755,7 +755,14 @@ ROLES = [
     bad("account_owner", "approve", status=403, auth="as:reset_target", code="forbidden"),
     bad("normal_user", "cancel", status=403, auth="as:enabled", code="forbidden"),
     bad("support_at_aal1", "cancel", status=403, auth="as:support_aal1", code="aal2_required"),
-    bad("owner_at_aal1", "cancel", status=403, auth="owner_aal1", code="aal2_required"),
+    # The owner has 2FA on: a password-only token of theirs is refused before anything.
+    bad(
+        "owner_at_aal1",
+        "cancel",
+        status=401,
+        auth="owner_aal1",
+        code="insufficient_user_authentication",
+    ),
     bad("normal_user", "account_status", status=403, auth="as:enabled", code="forbidden"),
     bad(
         "support_at_aal1",

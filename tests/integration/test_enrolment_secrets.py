@@ -15,16 +15,13 @@ codes, login, the second step, reauthentication and refresh their own tokens.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import re
 import uuid
 from collections.abc import AsyncIterator
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
-from urllib.parse import quote
 
 import httpx
 import orjson
@@ -44,6 +41,7 @@ from shared.logs import JsonFormatter
 from shared.relay import Relay, RelayOptions
 from tests.integration.test_enrolment_api import decode_png
 from tests.kafka_helpers import event_ids, eventually, read_topic
+from tests.secretsearch import Secret, leaks
 from tests.support import Clock, client_for, otp, settings_for
 from tests.unit.test_event_schemas import (
     body_validator,
@@ -57,20 +55,6 @@ pytestmark = pytest.mark.integration
 
 TOKEN_FIELDS = ("access_token", "refresh_token", "device_token", "mfa_token")
 _LOG_STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
-
-
-@dataclass(frozen=True)
-class Secret:
-    name: str
-    value: str
-    code: bool = False  # a 6-digit OTP: only a match that is not part of a longer token
-
-    def pattern(self) -> re.Pattern[str]:
-        forms = {self.value, json.dumps(self.value)[1:-1], quote(self.value, safe="")}
-        either = "|".join(re.escape(form) for form in sorted(forms))
-        # An OTP is six digits: inside a hex id, or as the microseconds of a time
-        # (".123456"), the same digits are chance, not a leak.
-        return re.compile(rf"(?<![0-9A-Za-z.])(?:{either})(?![0-9A-Za-z])" if self.code else either)
 
 
 @dataclass
@@ -423,11 +407,6 @@ def log_lines(records: list[logging.LogRecord]) -> list[str]:
         lines.append(f"{record.name}: " + " | ".join(parts))
         lines.append(formatter.format(record))
     return lines
-
-
-def leaks(text: str, secrets: list[Secret], allowed: AbstractSet[str] = frozenset()) -> list[str]:
-    """The names of the secrets ``text`` holds, apart from the ``allowed`` values."""
-    return [s.name for s in secrets if s.value not in allowed and s.pattern().search(text)]
 
 
 def response_text(response: httpx.Response) -> str:

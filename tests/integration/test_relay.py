@@ -10,12 +10,16 @@ from collections.abc import AsyncIterator
 import asyncpg
 import orjson
 import pytest
+from aiokafka.admin import AIOKafkaAdminClient
 
+from shared import relay as relay_module
+from shared.db import connect
 from shared.domain.contract import PUBLIC_EVENTS
 from shared.domain.events import REGISTRY, AccountRegistered, EmailChanged, PasswordChanged
 from shared.events import NewEvent
 from shared.eventstore import EventStore
 from shared.integration import IntegrationMap, Publish
+from shared.kafka import ensure_topics
 from shared.notify import Notifier
 from shared.relay import Relay, RelayOptions
 from tests.kafka_helpers import event_ids, eventually, read_topic
@@ -170,3 +174,97 @@ async def test_unmapped_event_stops_the_relay_instead_of_leaking(
     with pytest.raises(UnmappedEventError):
         await asyncio.wait_for(relay.run(asyncio.Event()), 15)
     assert await store.pool.fetchval("SELECT count(*) FROM relay_checkpoints") == 0
+
+
+async def delete_topic(bootstrap: str, topic: str, *, recreate: bool) -> None:
+    """Lose every record of ``topic``, as a broker on memory storage does when it restarts."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.delete_topics([topic])
+        await eventually(lambda: _topic_gone(admin, topic))
+    finally:
+        await admin.close()
+    if recreate:
+        await ensure_topics(bootstrap, [topic])
+
+
+async def _topic_gone(admin: AIOKafkaAdminClient, topic: str) -> bool:
+    return topic not in await admin.list_topics()
+
+
+async def test_an_ack_below_the_known_end_makes_the_relay_publish_everything_again(
+    store: EventStore, database_url: str, kafka_bootstrap: str, topic: str
+) -> None:
+    # No periodic look at the topic within the test: only the acks can tell.
+    relay = make_relay(
+        database_url, store, kafka_bootstrap, topic, poll_interval=0.1, check_interval=600.0
+    )
+    async with running(relay):
+        await eventually(lambda: relay.is_active)
+        accounts = [str(uuid.uuid4()) for _ in range(8)]
+        first = [await _email_changed(store, account, 0) for account in accounts]
+        await read_topic(kafka_bootstrap, topic, until=lambda r: len(r) >= len(first))
+        await delete_topic(kafka_bootstrap, topic, recreate=True)
+        # Same keys, same partitions: the broker acks these at offsets it had given before.
+        second = [await _email_changed(store, account, 1) for account in accounts]
+        records = await read_topic(
+            kafka_bootstrap, topic, until=lambda r: set(event_ids(r)) >= {*first, *second}
+        )
+    assert relay.rewinds == 1
+    assert set(event_ids(records)) == {*first, *second}
+
+
+@pytest.mark.parametrize("recreate", [False, True], ids=["topic gone", "topic recreated empty"])
+async def test_a_relay_that_becomes_active_republishes_what_the_broker_lost(
+    store: EventStore, database_url: str, kafka_bootstrap: str, topic: str, recreate: bool
+) -> None:
+    ids = await register(store, 6)
+    async with running(make_relay(database_url, store, kafka_bootstrap, topic)):
+        await read_topic(kafka_bootstrap, topic, until=lambda r: len(r) >= len(ids))
+    await delete_topic(kafka_bootstrap, topic, recreate=recreate)
+
+    relay = make_relay(database_url, store, kafka_bootstrap, topic)
+    async with running(relay):
+        await eventually(lambda: relay.rewinds == 1)  # and the topic is there again
+        records = await read_topic(
+            kafka_bootstrap, topic, until=lambda r: set(event_ids(r)) >= set(ids)
+        )
+    assert relay.rewinds == 1
+    assert sorted(event_ids(records)) == sorted(ids)  # each once: from the start, not twice
+    saved = await store.pool.fetchval(
+        "SELECT min_ends FROM relay_checkpoints WHERE name = $1", topic
+    )
+    assert {int(p) for p in saved} == {r.partition for r in records}  # known again, for next time
+
+
+async def _email_changed(store: EventStore, account: str, version: int) -> str:
+    event = NewEvent(EmailChanged(email=f"{uuid.uuid4().hex}@example.org", previous_email="a@b.c"))
+    await store.append(f"account-{account}", [event], version)
+    return str(event.event_id)
+
+
+async def test_a_relay_waits_while_the_database_starts_up(
+    store: EventStore,
+    database_url: str,
+    kafka_bootstrap: str,
+    topic: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    refusals = 3
+
+    async def starting_up(dsn: str) -> asyncpg.Connection:
+        nonlocal refusals
+        if refusals:
+            refusals -= 1
+            raise asyncpg.CannotConnectNowError("the database system is starting up")
+        return await connect(dsn)
+
+    monkeypatch.setattr(relay_module, "connect", starting_up)
+    ids = await register(store, 2)
+    relay = make_relay(database_url, store, kafka_bootstrap, topic, standby_retry=0.1)
+    async with running(relay) as task:
+        records = await read_topic(kafka_bootstrap, topic, until=lambda r: len(r) >= len(ids))
+        assert not task.done()
+    assert refusals == 0
+    assert sorted(event_ids(records)) == sorted(ids)

@@ -248,3 +248,18 @@ def test_snapshot_round_trips_every_field() -> None:
 
     data = orjson.loads(orjson.dumps(fold.to_snapshot(state)))
     assert fold.from_snapshot(data) == state
+
+
+def test_password_only_sessions_lose_their_right_when_2fa_is_enabled() -> None:
+    assert tf.password_only_allowed(tf.TwoFactorState(), "s1")  # no second factor yet
+    state = given(
+        ev.EnrolmentStarted(encrypted_secret="ct", expires_at=NOW + timedelta(minutes=10)),
+        ev.TwoFactorEnabled(
+            session_id="s1", enabled_at=NOW, time_step=STEP, recovery_code_hashes=HASHES
+        ),
+    )
+    assert tf.password_only_allowed(state, "s1")  # it confirmed the first code
+    assert not tf.password_only_allowed(state, "s2")
+    state = tf.fold(state, tf.disable(state, tf.TOTP, "s2"))
+    assert tf.password_only_allowed(state, "s2")
+    assert tf.password_only_allowed(given(*enrolled()), "s1") is False  # enabled by an operator

@@ -1,0 +1,799 @@
+"""Attacks on a running stack: two replicas of each service, two relays, real processes.
+
+Each test is named after the attack it tries. Every attempt is counted in the report,
+and so is every attempt that got through (all of them must be 0). The last test sweeps
+Kafka, the audit log, the logs and the responses for every secret the attacks used.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import math
+import secrets
+import statistics
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+import pytest_asyncio
+
+from shared.tokens import SigningKeys, TokenIssuer
+from tests.kafka_helpers import eventually
+from tests.reliability.report import REPORT
+from tests.reliability.stack import Stack
+from tests.reliability.sweep import Recorder, assert_no_secrets
+from tests.support import otp
+
+pytestmark = [pytest.mark.reliability, pytest.mark.asyncio(loop_scope="module")]
+
+RACERS = 100
+STEP = timedelta(seconds=30)
+
+
+# -- the stack and a client that keeps count --------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    # Registration closed (the default): accounts come from a support user, as in production.
+    running = Stack(tmp_path_factory.mktemp("attacks"), settings={"TWOFA_OPEN_REGISTRATION": "0"})
+    try:
+        yield running.start()
+    finally:
+        running.stop()
+
+
+@pytest.fixture(scope="module")
+def recorder() -> Recorder:
+    return Recorder()
+
+
+@dataclass
+class User:
+    username: str
+    password: str
+    account_id: str = ""
+    secret: str | None = None
+    codes: list[str] = field(default_factory=list)
+    access: str = ""
+    refresh: str = ""
+
+
+class Api:
+    """HTTP to the stack's replicas, recording every answer for the report and the sweep."""
+
+    def __init__(self, stack: Stack, recorder: Recorder, client: httpx.AsyncClient) -> None:
+        self.stack = stack
+        self.recorder = recorder
+        self.client = client
+
+    def base(self, service: str, replica: int = 0) -> str:
+        urls = self.stack.urls(service)
+        return urls[replica % len(urls)]
+
+    async def call(
+        self,
+        method: str,
+        service: str,
+        path: str,
+        *,
+        replica: int = 0,
+        token: str | None = None,
+        body: Any = None,
+        carries_secrets: bool = False,
+    ) -> httpx.Response:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        response = await self.client.request(
+            method, self.base(service, replica) + path, json=body, headers=headers
+        )
+        REPORT.requests += 1
+        self.recorder.response(response, carries_secrets=carries_secrets)
+        assert response.status_code < 500, (method, path, response.status_code, response.text)
+        return response
+
+    # -- flows -------------------------------------------------------------------------
+
+    async def login(self, user: User, *, replica: int = 0) -> dict[str, Any]:
+        answer = await self.call(
+            "POST",
+            "auth",
+            "/v1/login",
+            replica=replica,
+            body={"username": user.username, "password": user.password},
+        )
+        assert answer.status_code == 200, answer.text
+        body: dict[str, Any] = answer.json()
+        return body
+
+    async def login_aal2(self, user: User, at: datetime, *, replica: int = 0) -> dict[str, Any]:
+        assert user.secret is not None
+        challenge = await self.login(user, replica=replica)
+        code = self.recorder.secret(f"otp of {user.username}", otp(user.secret, at), code=True)
+        answer = await self.call(
+            "POST",
+            "auth",
+            "/v1/login/mfa",
+            replica=replica,
+            body={"mfa_token": challenge["mfa_token"], "otp": code},
+        )
+        assert answer.status_code == 200, answer.text
+        tokens: dict[str, Any] = answer.json()
+        user.access, user.refresh = tokens["access_token"], tokens["refresh_token"]
+        return tokens
+
+    async def register(self, staff_token: str, prefix: str = "user") -> User:
+        user = User(f"{prefix}.{uuid.uuid4().hex[:10]}", f"pass {secrets.token_urlsafe(12)}")
+        self.recorder.secret(f"password of {user.username}", user.password)
+        answer = await self.call(
+            "POST",
+            "auth",
+            "/v1/accounts",
+            token=staff_token,
+            body={
+                "username": user.username,
+                "email": f"{user.username}@example.org",
+                "password": user.password,
+            },
+        )
+        assert answer.status_code == 201, answer.text
+        user.account_id = answer.json()["account_id"]
+        user.access = (await self.login(user))["access_token"]
+        return user
+
+    async def enable_2fa(self, user: User) -> None:
+        """Through the enrolment API, confirmed with the code of the step before now, so
+        the current and the next step stay free for logins."""
+        started = await self.call(
+            "POST", "enrolment", "/v1/2fa/enrolment", token=user.access, carries_secrets=True
+        )
+        assert started.status_code == 201, started.text
+        user.secret = self.recorder.secret(
+            f"totp secret of {user.username}", started.json()["secret"]
+        )
+        code = self.recorder.secret(
+            f"confirming otp of {user.username}", otp(user.secret, now() - STEP), code=True
+        )
+        confirmed = await self.call(
+            "POST",
+            "enrolment",
+            "/v1/2fa/enrolment/confirm",
+            token=user.access,
+            body={"otp": code},
+            carries_secrets=True,
+        )
+        assert confirmed.status_code == 200, confirmed.text
+        user.codes = confirmed.json()["recovery_codes"]
+        for number, recovery_code in enumerate(user.codes):
+            self.recorder.secret(f"recovery code {number} of {user.username}", recovery_code)
+
+
+def now() -> datetime:
+    return datetime.now(UTC)
+
+
+def cli(stack: Stack, *argv: str, stdin: str = "") -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", "shared.cli", *argv],
+        env=stack.env,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    return done.stdout
+
+
+@dataclass
+class Staff:
+    support: User
+    support2: User
+    security: User
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def staff(stack: Stack, recorder: Recorder) -> Staff:
+    """Two support users and a security reviewer, each with 2FA, logged in with it."""
+    users = {}
+    async with httpx.AsyncClient(timeout=30) as client:
+        api = Api(stack, recorder, client)
+        for name, role in (
+            ("support.one", "support"),
+            ("support.two", "support"),
+            ("sec", "security"),
+        ):
+            user = User(f"{name}.{uuid.uuid4().hex[:6]}", f"staff {secrets.token_urlsafe(12)}")
+            recorder.secret(f"password of {user.username}", user.password)
+            created = cli(
+                stack,
+                *("accounts", "create", "--username", user.username),
+                *("--email", f"{user.username}@example.org", "--password-stdin", "--role", role),
+                stdin=user.password + "\n",
+            )
+            user.account_id = created.strip()
+            user.access = (await api.login(user))["access_token"]
+            await api.enable_2fa(user)
+            await api.login_aal2(user, now())
+            users[name] = user
+    return Staff(users["support.one"], users["support.two"], users["sec"])
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def api(stack: Stack, recorder: Recorder) -> AsyncIterator[Api]:
+    limits = httpx.Limits(max_connections=RACERS + 10)
+    async with httpx.AsyncClient(timeout=60, limits=limits) as client:
+        yield Api(stack, recorder, client)
+
+
+def wrong_code(secret: str) -> str:
+    live = {otp(secret, now() + STEP * k) for k in range(-3, 4)}
+    while True:
+        code = f"{secrets.randbelow(10**6):06d}"
+        if code not in live:
+            return code
+
+
+# -- brute force ------------------------------------------------------------------------
+
+
+async def test_brute_forcing_the_otp_step_locks_across_replicas_and_kills_the_mfa_token(
+    api: Api, staff: Staff
+) -> None:
+    user = await api.register(staff.support.access)
+    await api.enable_2fa(user)
+    assert user.secret is not None
+    challenge = await api.login(user)
+    limit = 5  # TWOFA_OTP_MAX_FAILURES, the default
+    statuses = []
+    for guess in range(limit + 3):
+        answer = await api.call(
+            "POST",
+            "auth",
+            "/v1/login/mfa",
+            replica=guess,  # alternate between the two auth replicas
+            body={"mfa_token": challenge["mfa_token"], "otp": wrong_code(user.secret)},
+        )
+        statuses.append(answer.status_code)
+        if answer.status_code == 423:
+            assert int(answer.headers["Retry-After"]) > 0
+    assert statuses[: limit - 1] == [401] * (limit - 1), statuses
+    assert statuses[limit - 1] == 423, statuses  # the 5th wrong code locks
+    assert set(statuses[limit:]) <= {401, 423}, statuses
+
+    # The right code now: neither the old mfa token nor a new login gets through.
+    right = api.recorder.secret("otp after lockout", otp(user.secret, now()), code=True)
+    old_token = await api.call(
+        "POST", "auth", "/v1/login/mfa", body={"mfa_token": challenge["mfa_token"], "otp": right}
+    )
+    fresh = await api.login(user, replica=1)
+    new_token = await api.call(
+        "POST",
+        "auth",
+        "/v1/login/mfa",
+        replica=1,
+        body={"mfa_token": fresh["mfa_token"], "otp": right},
+    )
+    assert old_token.status_code in (401, 423) and new_token.status_code == 423
+    got_in = sum(s == 200 for s in statuses) + (old_token.status_code == 200)
+    got_in += new_token.status_code == 200
+    REPORT.attack("brute-force the OTP step", tried=len(statuses) + 2, succeeded=got_in)
+    assert got_in == 0
+
+
+# -- races ------------------------------------------------------------------------------
+
+
+async def race(api: Api, requests: list[tuple[str, str, dict[str, Any]]]) -> list[int]:
+    """Send them all at once, alternating replicas; the status of each."""
+    answers = await asyncio.gather(
+        *(
+            api.call("POST", service, path, replica=n, body=body)
+            for n, (service, path, body) in enumerate(requests)
+        )
+    )
+    return [a.status_code for a in answers]
+
+
+async def challenges(api: Api, user: User, count: int) -> list[str]:
+    tokens = await asyncio.gather(*(api.login(user, replica=n) for n in range(count)))
+    return [t["mfa_token"] for t in tokens]
+
+
+async def test_racing_one_recovery_code_100_times(api: Api, staff: Staff) -> None:
+    user = await api.register(staff.support.access)
+    await api.enable_2fa(user)
+    tokens = await challenges(api, user, RACERS)
+    code = user.codes[0]
+    statuses = await race(
+        api,
+        [("auth", "/v1/login/mfa", {"mfa_token": t, "recovery_code": code}) for t in tokens],
+    )
+    wins = statuses.count(200)
+    REPORT.attack("race one recovery code x100", tried=RACERS, succeeded=max(0, wins - 1))
+    assert wins == 1, sorted(statuses)
+    assert set(statuses) <= {200, 401, 423}
+
+
+async def test_racing_one_totp_time_step_100_times(api: Api, staff: Staff) -> None:
+    user = await api.register(staff.support.access)
+    await api.enable_2fa(user)
+    assert user.secret is not None
+    tokens = await challenges(api, user, RACERS)
+    code = api.recorder.secret("raced otp", otp(user.secret, now()), code=True)
+    statuses = await race(
+        api, [("auth", "/v1/login/mfa", {"mfa_token": t, "otp": code}) for t in tokens]
+    )
+    wins = statuses.count(200)
+    REPORT.attack("race one TOTP time-step x100", tried=RACERS, succeeded=max(0, wins - 1))
+    assert wins == 1, sorted(statuses)
+
+
+async def test_racing_one_refresh_token_100_times(api: Api, staff: Staff) -> None:
+    user = await api.register(staff.support.access)
+    tokens = await api.login(user)
+    statuses = await race(
+        api,
+        [("auth", "/v1/token/refresh", {"refresh_token": tokens["refresh_token"]})] * RACERS,
+    )
+    wins = statuses.count(200)
+    REPORT.attack("race one refresh token x100", tried=RACERS, succeeded=max(0, wins - 1))
+    assert wins == 1, sorted(statuses)
+    assert set(statuses) <= {200, 401}
+
+
+# -- replays ----------------------------------------------------------------------------
+
+
+async def test_replaying_an_otp_within_its_window(api: Api, staff: Staff) -> None:
+    user = await api.register(staff.support.access)
+    await api.enable_2fa(user)
+    assert user.secret is not None
+    code = api.recorder.secret("replayed otp", otp(user.secret, now()), code=True)
+    first = await challenges(api, user, 2)
+    used = await api.call(
+        "POST", "auth", "/v1/login/mfa", body={"mfa_token": first[0], "otp": code}
+    )
+    assert used.status_code == 200
+    replayed = await api.call(
+        "POST", "auth", "/v1/login/mfa", replica=1, body={"mfa_token": first[1], "otp": code}
+    )
+    REPORT.attack("replay an OTP within its window", tried=1, succeeded=replayed.status_code == 200)
+    assert replayed.status_code == 401 and replayed.json()["code"] == "invalid_code"
+
+
+async def test_reusing_an_mfa_token(api: Api, staff: Staff) -> None:
+    user = await api.register(staff.support.access)
+    await api.enable_2fa(user)
+    assert user.secret is not None
+    (token,) = await challenges(api, user, 1)
+    code = api.recorder.secret("otp before mfa token reuse", otp(user.secret, now()), code=True)
+    used = await api.call("POST", "auth", "/v1/login/mfa", body={"mfa_token": token, "otp": code})
+    assert used.status_code == 200
+    again = await api.call(
+        "POST",
+        "auth",
+        "/v1/login/mfa",
+        replica=1,
+        body={"mfa_token": token, "recovery_code": user.codes[1]},
+    )
+    status = await api.call("GET", "enrolment", "/v1/2fa", token=used.json()["access_token"])
+    REPORT.attack("reuse an mfa token", tried=1, succeeded=again.status_code == 200)
+    assert again.status_code == 401 and again.json()["code"] == "invalid_mfa_token"
+    assert status.json()["recovery_codes_left"] == 6  # the code sent with it was not spent
+
+
+async def test_reusing_a_spent_refresh_token_revokes_the_session(api: Api, staff: Staff) -> None:
+    user = await api.register(staff.support.access)
+    first = await api.login(user)
+    rotated = await api.call(
+        "POST", "auth", "/v1/token/refresh", body={"refresh_token": first["refresh_token"]}
+    )
+    assert rotated.status_code == 200
+    reused = await api.call(
+        "POST",
+        "auth",
+        "/v1/token/refresh",
+        replica=1,
+        body={"refresh_token": first["refresh_token"]},
+    )
+    after = await api.call(
+        "POST",
+        "auth",
+        "/v1/token/refresh",
+        body={"refresh_token": rotated.json()["refresh_token"]},
+    )
+    me = await api.call("GET", "auth", "/v1/me", token=rotated.json()["access_token"])
+    got_in = (reused.status_code == 200) + (after.status_code == 200) + (me.status_code == 200)
+    REPORT.attack("reuse a spent refresh token", tried=3, succeeded=got_in)
+    assert (reused.status_code, after.status_code, me.status_code) == (401, 401, 401)
+
+
+# -- skipping the second step -----------------------------------------------------------
+
+SOMEONE = uuid.uuid4()
+
+# Every operation that takes a bearer token, on every service (a body that would pass
+# validation, so only the token decides).
+BEARER_CALLS: list[tuple[str, str, str, Any]] = [
+    ("GET", "auth", "/v1/me", None),
+    ("POST", "auth", "/v1/logout", None),
+    ("POST", "auth", "/v1/reauthenticate", {"password": "x"}),
+    ("POST", "auth", "/v1/account/password", {"current_password": "x", "new_password": "y"}),
+    ("POST", "auth", "/v1/account/email", {"current_password": "x", "email": "a@b.example"}),
+    ("GET", "enrolment", "/v1/2fa", None),
+    ("POST", "enrolment", "/v1/2fa/enrolment", None),
+    ("GET", "enrolment", "/v1/2fa/enrolment/qr.svg", None),
+    ("POST", "enrolment", "/v1/2fa/enrolment/confirm", {"otp": "123456"}),
+    ("POST", "enrolment", "/v1/2fa/recovery-codes", {"otp": "123456"}),
+    ("POST", "enrolment", "/v1/2fa/disable", {"otp": "123456"}),
+    ("GET", "enrolment", f"/v1/admin/accounts/{SOMEONE}/2fa", None),
+    (
+        "POST",
+        "enrolment",
+        f"/v1/admin/accounts/{SOMEONE}/2fa/reset-requests",
+        {"ticket": "SUP-1", "reason": "lost phone"},
+    ),
+    ("POST", "enrolment", f"/v1/admin/accounts/{SOMEONE}/2fa/reset-requests/r1/approve", None),
+    (
+        "POST",
+        "enrolment",
+        f"/v1/admin/accounts/{SOMEONE}/2fa/reset-requests/r1/cancel",
+        {"reason": "not needed"},
+    ),
+    ("GET", "audit", "/v1/audit/events", None),
+    ("GET", "audit", "/v1/audit/events/stream", None),
+    ("GET", "audit", "/v1/audit/export", None),
+    ("GET", "audit", "/v1/audit/verify", None),
+    ("GET", "audit", "/v1/audit/summary", None),
+    # Registration takes a support token while it is closed.
+    (
+        "POST",
+        "auth",
+        "/v1/accounts",
+        {"username": "new.user.x", "email": "n@example.org", "password": "long enough 123"},
+    ),
+]
+
+
+async def refused_everywhere(api: Api, token: str, attack: str, *, valid: bool = False) -> None:
+    """Every bearer operation refuses ``token``: 401, or for a ``valid`` token (genuine
+    but not enough) 401 or 403. Counted as ``attack``; any other answer got in."""
+    allowed = {401, 403} if valid else {401}
+    got_in, wrong = [], []
+    for method, service, path, body in BEARER_CALLS:
+        answer = await api.call(method, service, path, token=token, body=body)
+        if answer.status_code < 400:
+            got_in.append((service, path, answer.status_code, answer.text[:200]))
+        elif answer.status_code not in allowed:
+            wrong.append((service, path, answer.status_code, answer.text[:200]))
+    REPORT.attack(attack, tried=len(BEARER_CALLS), succeeded=len(got_in))
+    assert not got_in, got_in
+    assert not wrong, wrong
+
+
+async def test_skipping_the_second_step_with_the_mfa_token(api: Api, staff: Staff) -> None:
+    user = await api.register(staff.support.access)
+    await api.enable_2fa(user)
+    (token,) = await challenges(api, user, 1)
+    await refused_everywhere(api, token, "mfa token as a bearer token")
+
+
+async def test_skipping_the_second_step_with_an_aal1_token_after_2fa_was_enabled(
+    api: Api, staff: Staff
+) -> None:
+    user = await api.register(staff.support.access)
+    stolen = (await api.login(user, replica=1))["access_token"]  # another password-only session
+    await api.enable_2fa(user)
+    # At once, before any consumer could revoke the other session: the store decides.
+    await refused_everywhere(api, stolen, "aal1 token after 2FA was enabled", valid=True)
+    answer = await api.call("GET", "auth", "/v1/me", token=stolen)
+    assert answer.json()["code"] == "insufficient_user_authentication"
+    assert "insufficient_user_authentication" in answer.headers["WWW-Authenticate"]
+    # The session that enabled 2FA proved the first code and keeps working.
+    own = await api.call("GET", "enrolment", "/v1/2fa", token=user.access)
+    assert own.status_code == 200 and own.json()["enabled"] is True
+
+
+def forged_tokens(stack: Stack, staff: Staff) -> dict[str, str]:
+    """Tokens an attacker could make from a real one, and with the stack's own key."""
+    real = staff.security.access
+    header, payload, signature = real.split(".")
+    claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+
+    def b64(data: dict[str, Any]) -> str:
+        return base64.urlsafe_b64encode(json.dumps(data).encode()).rstrip(b"=").decode()
+
+    head = json.loads(base64.urlsafe_b64decode(header + "=" * (-len(header) % 4)))
+    escalated = {**claims, "roles": ["security", "support"], "sub": str(uuid.uuid4())}
+    own_keys = SigningKeys.from_config(stack.env["TWOFA_JWT_SIGNING_KEYS"], None)
+    stranger = SigningKeys.generate(head["kid"])  # same key id, another key
+    issued = datetime.fromtimestamp(claims["iat"], UTC)
+
+    def issue(keys: SigningKeys, at: datetime) -> str:
+        issuer = TokenIssuer(keys, issuer=claims["iss"], access_ttl=timedelta(seconds=900))
+        return issuer.issue_access(
+            subject=claims["sub"],
+            audience=claims["aud"],
+            session_id=claims["sid"],
+            auth_time=at,
+            amr=claims["amr"],
+            acr="aal2",
+            roles=claims["roles"],
+            now=at,
+        )
+
+    return {
+        "tampered payload": f"{header}.{b64(escalated)}.{signature}",
+        "tampered signature": f"{header}.{payload}.{signature[:-4]}AAAA",
+        "alg none": f"{b64({**head, 'alg': 'none'})}.{payload}.",
+        "alg none, no signature part": f"{b64({**head, 'alg': 'none'})}.{payload}",
+        "alg HS256 with the public key": f"{b64({**head, 'alg': 'HS256'})}.{payload}.{signature}",
+        "wrongly signed": issue(stranger, issued),
+        "expired": issue(own_keys, now() - timedelta(hours=2)),
+        "not yet valid": issue(own_keys, now() + timedelta(hours=2)),
+        "garbage": "not.a.token",
+        "empty parts": "..",
+    }
+
+
+async def test_forged_jwts_tampered_expired_alg_none_wrongly_signed(
+    api: Api, staff: Staff, stack: Stack
+) -> None:
+    real = await api.call("GET", "audit", "/v1/audit/verify", token=staff.security.access)
+    assert real.status_code == 200, real.text  # the token they are made from works
+    for name, token in forged_tokens(stack, staff).items():
+        await refused_everywhere(api, token, f"forged JWT: {name}")
+
+
+async def test_a_revoked_session_is_refused_everywhere_once_its_revocation_is_consumed(
+    api: Api, staff: Staff
+) -> None:
+    security = staff.security
+    assert security.secret is not None
+    revoked = security.access
+    await api.login_aal2(security, now() + STEP, replica=1)  # a second session, kept
+    ended = await api.call("POST", "auth", "/v1/logout", token=revoked)
+    assert ended.status_code == 204
+
+    async def consumed() -> bool:
+        answers = [
+            await api.call("GET", "enrolment", "/v1/2fa", replica=r, token=revoked) for r in (0, 1)
+        ] + [
+            await api.call("GET", "audit", "/v1/audit/verify", replica=r, token=revoked)
+            for r in (0, 1)
+        ]
+        return all(a.status_code == 401 for a in answers)
+
+    await eventually(consumed, within=30)
+    await refused_everywhere(api, revoked, "token of a revoked session")
+    still = await api.call("GET", "audit", "/v1/audit/verify", token=security.access)
+    assert still.status_code == 200, still.text  # the other session was not touched
+
+
+# -- changes without the second factor --------------------------------------------------
+
+
+async def test_changing_the_account_without_the_second_factor(api: Api, staff: Staff) -> None:
+    user = await api.register(staff.support.access)
+    await api.enable_2fa(user)
+    assert user.secret is not None
+    await api.login_aal2(user, now())
+    wrong = wrong_code(user.secret)
+    attempts = [
+        ("enrolment", "/v1/2fa/disable", {}),
+        ("enrolment", "/v1/2fa/disable", {"otp": wrong}),
+        ("enrolment", "/v1/2fa/recovery-codes", {}),
+        ("enrolment", "/v1/2fa/recovery-codes", {"otp": wrong}),
+        (
+            "auth",
+            "/v1/account/password",
+            {"current_password": user.password, "new_password": "x" * 20},
+        ),
+        (
+            "auth",
+            "/v1/account/password",
+            {"current_password": user.password, "new_password": "x" * 20, "otp": wrong},
+        ),
+        (
+            "auth",
+            "/v1/account/email",
+            {"current_password": user.password, "email": "m@evil.example"},
+        ),
+        (
+            "auth",
+            "/v1/account/email",
+            {"current_password": user.password, "email": "m@evil.example", "otp": wrong},
+        ),
+    ]
+    got_in = []
+    for service, path, body in attempts:
+        answer = await api.call("POST", service, path, token=user.access, body=body)
+        if answer.status_code < 400:
+            got_in.append((path, body, answer.status_code))
+    status = await api.call("GET", "enrolment", "/v1/2fa", token=user.access)
+    me = await api.call("GET", "auth", "/v1/me", token=user.access)
+    REPORT.attack(
+        "change 2FA, password or email without the second factor",
+        tried=len(attempts),
+        succeeded=len(got_in),
+    )
+    assert not got_in, got_in
+    assert status.json()["enabled"] is True and status.json()["recovery_codes_left"] == 6
+    assert me.json()["email"] == f"{user.username}@example.org"
+    assert (await api.login(user))["mfa_required"] is True  # the old password still works
+
+
+async def test_support_reset_without_the_role_and_a_support_user_resetting_themselves(
+    api: Api, staff: Staff
+) -> None:
+    victim = await api.register(staff.support.access)
+    await api.enable_2fa(victim)
+    attacker = await api.register(staff.support.access)
+    reset = {"ticket": "INC-1", "reason": "lost the phone"}
+
+    def path(account_id: str, tail: str = "") -> str:
+        return f"/v1/admin/accounts/{account_id}/2fa/reset-requests{tail}"
+
+    tries = [
+        # no role at all
+        await api.call(
+            "POST", "enrolment", path(victim.account_id), token=attacker.access, body=reset
+        ),
+        # the owner asking for their own reset is not support either
+        await api.call(
+            "POST", "enrolment", path(victim.account_id), token=victim.access, body=reset
+        ),
+        # support resetting their own second factor
+        await api.call(
+            "POST",
+            "enrolment",
+            path(staff.support.account_id),
+            token=staff.support.access,
+            body=reset,
+        ),
+    ]
+    # A real request by one support user; the same user approving it is not four eyes.
+    opened = await api.call(
+        "POST", "enrolment", path(victim.account_id), token=staff.support.access, body=reset
+    )
+    assert opened.status_code == 201, opened.text
+    request_id = opened.json()["request_id"]
+    approve = path(victim.account_id, f"/{request_id}/approve")
+    tries.append(await api.call("POST", "enrolment", approve, token=staff.support.access))
+    tries.append(await api.call("POST", "enrolment", approve, token=attacker.access))
+    got_in = [(t.request.url.path, t.status_code) for t in tries if t.status_code < 400]
+    status = await api.call("GET", "enrolment", "/v1/2fa", token=victim.access)
+    REPORT.attack(
+        "support reset without the role, or of oneself", tried=len(tries), succeeded=len(got_in)
+    )
+    assert not got_in, got_in
+    assert [t.status_code for t in tries[:2]] == [403, 403]
+    assert status.json()["reset"]["approved_by"] is None
+
+
+# -- enumeration ------------------------------------------------------------------------
+
+
+def mann_whitney_z(a: list[float], b: list[float]) -> float:
+    """The normal approximation of the Mann-Whitney U statistic (ties averaged)."""
+    ranked = sorted([(x, 0) for x in a] + [(x, 1) for x in b])
+    ranks = [0.0] * len(ranked)
+    i = 0
+    while i < len(ranked):
+        j = i
+        while j + 1 < len(ranked) and ranked[j + 1][0] == ranked[i][0]:
+            j += 1
+        for k in range(i, j + 1):
+            ranks[k] = (i + j) / 2 + 1
+        i = j + 1
+    rank_sum = sum(r for r, (_, group) in zip(ranks, ranked, strict=True) if group == 0)
+    n1, n2 = len(a), len(b)
+    u = rank_sum - n1 * (n1 + 1) / 2
+    return (u - n1 * n2 / 2) / math.sqrt(n1 * n2 * (n1 + n2 + 1) / 12)
+
+
+def shape(body: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in body.items() if k not in ("instance", "correlation_id")}
+
+
+async def test_account_enumeration_by_login_and_registration_timing_and_bodies(
+    api: Api, staff: Staff
+) -> None:
+    known = [await api.register(staff.support.access) for _ in range(6)]
+    unknown = [f"nobody.{uuid.uuid4().hex[:10]}" for _ in known]
+    rounds = 7  # below the password throttle (10 failures)
+    timings: dict[bool, list[float]] = {True: [], False: []}
+    bodies: dict[bool, set[str]] = {True: set(), False: set()}
+    statuses: dict[bool, set[int]] = {True: set(), False: set()}
+    for _ in range(rounds):
+        for user, stranger in zip(known, unknown, strict=True):
+            for exists, name in ((True, user.username), (False, stranger)):
+                started = time.perf_counter()
+                answer = await api.call(
+                    "POST",
+                    "auth",
+                    "/v1/login",
+                    body={"username": name, "password": "wrong guess 1"},
+                )
+                timings[exists].append(time.perf_counter() - started)
+                statuses[exists].add(answer.status_code)
+                bodies[exists].add(json.dumps(shape(answer.json()), sort_keys=True))
+    z = mann_whitney_z(timings[True], timings[False])
+    medians = {k: statistics.median(v) * 1000 for k, v in timings.items()}
+    REPORT.other["enumeration: login samples"] += sum(len(v) for v in timings.values())
+
+    # Registration is closed: strangers get the same answer whatever the username.
+    register = {}
+    for exists, name in ((True, known[0].username), (False, unknown[0])):
+        answer = await api.call(
+            "POST",
+            "auth",
+            "/v1/accounts",
+            body={"username": name, "email": f"{name}@example.org", "password": "some password 1"},
+        )
+        register[exists] = (answer.status_code, json.dumps(shape(answer.json()), sort_keys=True))
+
+    leaked = (
+        int(statuses[True] != statuses[False])
+        + int(bodies[True] != bodies[False])
+        + int(abs(z) > 4.0 and abs(medians[True] - medians[False]) > 1.0)
+        + int(register[True] != register[False])
+    )
+    REPORT.attack("enumerate accounts by login/registration answers", tried=4, succeeded=leaked)
+    assert statuses[True] == statuses[False] == {401}
+    assert bodies[True] == bodies[False] and len(bodies[True]) == 1
+    assert register[True] == register[False] and register[True][0] == 401
+    # Distinguishable only if both significant (|z| > 4, p < 1e-4) and more than 1 ms.
+    assert abs(z) <= 4.0 or abs(medians[True] - medians[False]) <= 1.0, (z, medians)
+
+
+async def test_account_enumeration_by_the_password_throttle(api: Api, staff: Staff) -> None:
+    user = await api.register(staff.support.access)
+    stranger = f"nobody.{uuid.uuid4().hex[:10]}"
+    seen: dict[bool, list[tuple[int, bool, str]]] = {True: [], False: []}
+    for exists, name in ((True, user.username), (False, stranger)):
+        for attempt in range(12):  # the throttle starts after 10
+            answer = await api.call(
+                "POST",
+                "auth",
+                "/v1/login",
+                replica=attempt,
+                body={"username": name, "password": "wrong guess 1"},
+            )
+            body = {k: v for k, v in shape(answer.json()).items() if k != "retry_after"}
+            seen[exists].append(
+                (answer.status_code, "Retry-After" in answer.headers, json.dumps(body))
+            )
+    leaked = seen[True] != seen[False]
+    REPORT.attack("enumerate accounts by the password throttle", tried=1, succeeded=leaked)
+    assert [s[0] for s in seen[True]] == [401] * 10 + [429] * 2
+    assert seen[True] == seen[False]
+
+
+# -- the sweep, after every attack -------------------------------------------------------
+
+
+async def test_no_secret_in_kafka_audit_logs_or_responses_after_the_attacks(
+    stack: Stack, recorder: Recorder, staff: Staff
+) -> None:
+    async def audit_caught_up() -> bool:
+        async with httpx.AsyncClient(timeout=10) as client:
+            answer = await client.get(
+                stack.urls("audit")[0] + "/v1/audit/verify",
+                headers={"Authorization": f"Bearer {staff.security.access}"},
+            )
+        return answer.status_code == 200 and answer.json()["ok"] and answer.json()["entries"] > 0
+
+    await eventually(audit_caught_up, within=30)
+    searched = await assert_no_secrets(stack, recorder)
+    for name, count in searched.items():
+        REPORT.other[f"sweep: {name}"] += count
