@@ -14,6 +14,7 @@ import asyncpg
 import httpx
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
+from tests.reliability.report import REPORT
 from tests.reliability.stack import Stack
 from tests.secretsearch import Secret, leaks
 
@@ -103,10 +104,13 @@ async def assert_no_secrets(stack: Stack, recorder: Recorder) -> dict[str, int]:
     for request, body in recorder.bodies:
         found += [f"response to {request}: {name}" for name in leaks(body, recorder.secrets)]
     assert not found, found
-    return {
+    searched = {
         "secrets searched for": len(recorder.secrets),
         "Kafka records searched": len(records),
         "audit entries searched": len(entries),
         "log lines searched": logs.count("\n") + 1,
         "response bodies searched": len(recorder.bodies),
     }
+    for name, count in searched.items():
+        REPORT.other[f"sweep: {name}"] += count
+    return searched

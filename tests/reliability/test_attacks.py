@@ -794,6 +794,4 @@ async def test_no_secret_in_kafka_audit_logs_or_responses_after_the_attacks(
         return answer.status_code == 200 and answer.json()["ok"] and answer.json()["entries"] > 0
 
     await eventually(audit_caught_up, within=30)
-    searched = await assert_no_secrets(stack, recorder)
-    for name, count in searched.items():
-        REPORT.other[f"sweep: {name}"] += count
+    await assert_no_secrets(stack, recorder)
