@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import secrets
@@ -18,6 +19,9 @@ from fastapi import FastAPI
 
 from shared.config import Settings
 from shared.core import Core
+from shared.domain.contract import PUBLIC_EVENTS
+from shared.eventstore import EventStore
+from shared.relay import Relay, RelayOptions
 
 
 def settings_for(database_url: str, **overrides: Any) -> Settings:
@@ -136,3 +140,38 @@ async def served(app: FastAPI, port: int | None = None) -> AsyncIterator[str]:
     finally:
         server.should_exit = True
         await asyncio.wait_for(task, 30)
+
+
+def make_relay(
+    database_url: str, store: EventStore, kafka_bootstrap: str, topic: str, **options: float
+) -> Relay:
+    """The real relay from ``store`` to ``topic`` (named after it), with ``options``."""
+    return Relay(
+        dsn=database_url,
+        store=store,
+        mapping=PUBLIC_EVENTS,
+        bootstrap_servers=kafka_bootstrap,
+        options=RelayOptions(topic=topic, name=topic, **options),  # type: ignore[arg-type]
+    )
+
+
+@contextlib.asynccontextmanager
+async def running(relay: Relay) -> AsyncIterator[asyncio.Task[None]]:
+    """``relay`` running in this event loop for the block, stopped cleanly after."""
+    stop = asyncio.Event()
+    task = asyncio.create_task(relay.run(stop))
+    try:
+        yield task
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 15)
+
+
+@contextlib.asynccontextmanager
+async def relaying(
+    database_url: str, store: EventStore, kafka_bootstrap: str, topic: str
+) -> AsyncIterator[None]:
+    """``store``'s events published to ``topic`` by the real relay, for the block."""
+    relay = make_relay(database_url, store, kafka_bootstrap, topic, poll_interval=0.2)
+    async with running(relay):
+        yield

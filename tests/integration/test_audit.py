@@ -21,16 +21,14 @@ from services.audit.handlers import rebuild
 from services.audit.main import create_app
 from shared.config import Settings
 from shared.domain import events as ev
-from shared.domain.contract import PUBLIC_EVENTS
 from shared.domain.events import REGISTRY
 from shared.events import EventMetadata, NewEvent
 from shared.eventstore import EventStore
 from shared.notify import Notifier
-from shared.relay import Relay, RelayOptions
 from shared.tokens import SigningKeys, TokenIssuer
 from tests.kafka_helpers import eventually, read_topic
 from tests.servers import with_database
-from tests.support import Clock, admin_sql, client_for, is_problem, served, settings_for
+from tests.support import Clock, admin_sql, client_for, is_problem, relaying, served, settings_for
 
 pytestmark = pytest.mark.integration
 
@@ -78,22 +76,10 @@ async def audit(
     )
     clock = Clock()
     store = EventStore(pool, REGISTRY, notifier=Notifier(pool))
-    relay = Relay(
-        dsn=database_url,
-        store=store,
-        mapping=PUBLIC_EVENTS,
-        bootstrap_servers=kafka_bootstrap,
-        options=RelayOptions(topic=topic, name=topic, poll_interval=0.2),
-    )
-    stop = asyncio.Event()
-    relaying = asyncio.create_task(relay.run(stop))
-    try:
+    async with relaying(database_url, store, kafka_bootstrap, topic):
         apps = (create_app(settings, clock=clock), create_app(settings, clock=clock))
         async with client_for(apps[0]) as one, client_for(apps[1]) as two:
             yield Audit(one, two, apps, store, settings, clock, issue(settings, clock), topic)
-    finally:
-        stop.set()
-        await asyncio.wait_for(relaying, 15)
 
 
 async def activity(store: EventStore, accounts: int = 6, each: int = 5) -> dict[str, list[str]]:

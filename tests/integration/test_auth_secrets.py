@@ -9,7 +9,6 @@ and each only its own.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -26,10 +25,9 @@ from shared.domain import events as ev
 from shared.domain.contract import PUBLIC_EVENTS
 from shared.domain.events import REGISTRY
 from shared.eventstore import START, EventStore
-from shared.relay import Relay, RelayOptions
 from tests.kafka_helpers import read_topic
 from tests.secretsearch import Secret, leaks
-from tests.support import Clock, client_for, enable_through_domain, otp, settings_for
+from tests.support import Clock, client_for, enable_through_domain, otp, relaying, settings_for
 
 pytestmark = pytest.mark.integration
 
@@ -250,20 +248,8 @@ async def publish_everything(
         PUBLIC_EVENTS.to_integration(recorded) is not None
         for recorded in await store.read_all(START, 10_000)
     )
-    relay = Relay(
-        dsn=database_url,
-        store=store,
-        mapping=PUBLIC_EVENTS,
-        bootstrap_servers=kafka_bootstrap,
-        options=RelayOptions(topic=topic, name=topic),
-    )
-    stop = asyncio.Event()
-    task = asyncio.create_task(relay.run(stop))
-    try:
+    async with relaying(database_url, store, kafka_bootstrap, topic):
         records = await read_topic(kafka_bootstrap, topic, until=lambda r: len(r) >= expected)
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 15)
     assert len(records) == expected
     return records
 

@@ -22,12 +22,10 @@ from services.enrolment import handlers as enrolment
 from services.enrolment.main import create_app as enrolment_app
 from shared import totp
 from shared.core import Core
-from shared.domain.contract import PUBLIC_EVENTS
 from shared.domain.events import REGISTRY
 from shared.eventstore import EventStore
-from shared.relay import Relay, RelayOptions
 from tests.kafka_helpers import eventually
-from tests.support import Clock, client_for, is_problem, otp, settings_for
+from tests.support import Clock, client_for, is_problem, otp, relaying, settings_for
 
 pytestmark = pytest.mark.integration
 
@@ -61,20 +59,8 @@ async def stack(database_url: str, kafka_bootstrap: str, topic: str) -> AsyncIte
     )
     async with client_for(auth) as a, client_for(enrol) as e, client_for(enrol_two) as e2:
         core: Core = auth.state.core
-        relay = Relay(
-            dsn=database_url,
-            store=EventStore(core.pool, REGISTRY),
-            mapping=PUBLIC_EVENTS,
-            bootstrap_servers=kafka_bootstrap,
-            options=RelayOptions(topic=topic, name=topic, poll_interval=0.2),
-        )
-        stop = asyncio.Event()
-        task = asyncio.create_task(relay.run(stop))
-        try:
+        async with relaying(database_url, EventStore(core.pool, REGISTRY), kafka_bootstrap, topic):
             yield Stack(a, e, e2, core, clock, enrol.state)
-        finally:
-            stop.set()
-            await asyncio.wait_for(task, 15)
 
 
 def bearer(token: object) -> dict[str, str]:

@@ -11,7 +11,6 @@ the lockout, and tested as such at the end (each with a user of its own).
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import json
 import uuid
@@ -31,11 +30,9 @@ from services.auth.main import create_app as auth_app
 from services.enrolment.main import create_app as enrolment_app
 from shared import recovery
 from shared.core import Core
-from shared.domain.contract import PUBLIC_EVENTS
 from shared.domain.events import REGISTRY
 from shared.eventstore import EventStore
 from shared.kafka import ensure_topics
-from shared.relay import Relay, RelayOptions
 from shared.tokens import SigningKeys, TokenIssuer
 from tests import servers
 from tests.kafka_helpers import eventually
@@ -48,6 +45,7 @@ from tests.support import (
     event_count,
     is_problem,
     otp,
+    relaying,
     settings_for,
 )
 
@@ -263,20 +261,9 @@ async def env(
             client_for(enrol, raise_app_exceptions=False) as e,
         ):
             core: Core = auth.state.core
-            relay = Relay(
-                dsn=database_url,
-                store=EventStore(core.pool, REGISTRY),
-                mapping=PUBLIC_EVENTS,
-                bootstrap_servers=kafka_bootstrap,
-                options=RelayOptions(topic=topic, name=topic, poll_interval=0.2),
-            )
-            stop = asyncio.Event()
-            task = asyncio.create_task(relay.run(stop))
-            try:
+            store = EventStore(core.pool, REGISTRY)
+            async with relaying(database_url, store, kafka_bootstrap, topic):
                 yield await build_env(a, e, core, clock)
-            finally:
-                stop.set()
-                await asyncio.wait_for(task, 15)
     finally:
         await admin_sql(postgres_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 

@@ -14,7 +14,6 @@ codes, login, the second step, reauthentication and refresh their own tokens.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import uuid
 from collections.abc import AsyncIterator
@@ -38,11 +37,10 @@ from shared.domain.contract import PUBLIC_EVENTS
 from shared.domain.events import REGISTRY
 from shared.eventstore import START, EventStore
 from shared.logs import JsonFormatter
-from shared.relay import Relay, RelayOptions
 from tests.integration.test_enrolment_api import decode_png
 from tests.kafka_helpers import event_ids, eventually, read_topic
 from tests.secretsearch import Secret, leaks
-from tests.support import Clock, client_for, otp, settings_for
+from tests.support import Clock, client_for, otp, relaying, settings_for
 from tests.unit.test_event_schemas import (
     body_validator,
     errors,
@@ -437,20 +435,8 @@ async def flow(
     auth, enrol = auth_app(settings, clock=clock), enrolment_app(settings, clock=clock)
     async with client_for(auth) as a, client_for(enrol) as e:
         core: Core = auth.state.core
-        relay = Relay(
-            dsn=database_url,
-            store=EventStore(core.pool, REGISTRY),
-            mapping=PUBLIC_EVENTS,
-            bootstrap_servers=kafka_bootstrap,
-            options=RelayOptions(topic=topic, name=topic, poll_interval=0.2),
-        )
-        stop = asyncio.Event()
-        task = asyncio.create_task(relay.run(stop))
-        try:
+        async with relaying(database_url, EventStore(core.pool, REGISTRY), kafka_bootstrap, topic):
             yield Flow(a, e, core, clock)
-        finally:
-            stop.set()
-            await asyncio.wait_for(task, 15)
 
 
 async def test_no_2fa_secret_reaches_kafka_logs_or_another_response(

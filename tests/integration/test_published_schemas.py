@@ -17,9 +17,9 @@ from shared.domain.contract import PUBLIC_EVENTS
 from shared.domain.events import REGISTRY
 from shared.events import EventMetadata, NewEvent
 from shared.eventstore import EventStore
-from tests.integration.test_relay import make_relay, running
 from tests.kafka_helpers import event_ids, read_topic
 from tests.samples import sample_event, secret_strings
+from tests.support import make_relay, running
 from tests.unit.test_event_schemas import (
     RULES,
     body_validator,

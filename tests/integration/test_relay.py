@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import uuid
-from collections.abc import AsyncIterator
 
 import asyncpg
 import orjson
@@ -14,7 +12,6 @@ from aiokafka.admin import AIOKafkaAdminClient
 
 from shared import relay as relay_module
 from shared.db import connect
-from shared.domain.contract import PUBLIC_EVENTS
 from shared.domain.events import REGISTRY, AccountRegistered, EmailChanged, PasswordChanged
 from shared.events import NewEvent
 from shared.eventstore import EventStore
@@ -24,6 +21,7 @@ from shared.notify import Notifier
 from shared.relay import Relay, RelayOptions
 from tests.kafka_helpers import event_ids, eventually, read_topic
 from tests.samples import SECRET_MARKERS
+from tests.support import make_relay, running
 
 pytestmark = pytest.mark.integration
 
@@ -31,29 +29,6 @@ pytestmark = pytest.mark.integration
 @pytest.fixture
 def store(pool: asyncpg.Pool) -> EventStore:
     return EventStore(pool, REGISTRY, notifier=Notifier(pool))
-
-
-def make_relay(
-    database_url: str, store: EventStore, kafka_bootstrap: str, topic: str, **options: float
-) -> Relay:
-    return Relay(
-        dsn=database_url,
-        store=store,
-        mapping=PUBLIC_EVENTS,
-        bootstrap_servers=kafka_bootstrap,
-        options=RelayOptions(topic=topic, name=topic, **options),  # type: ignore[arg-type]
-    )
-
-
-@contextlib.asynccontextmanager
-async def running(relay: Relay) -> AsyncIterator[asyncio.Task[None]]:
-    stop = asyncio.Event()
-    task = asyncio.create_task(relay.run(stop))
-    try:
-        yield task
-    finally:
-        stop.set()
-        await asyncio.wait_for(task, 15)
 
 
 async def register(store: EventStore, n: int) -> list[str]:
