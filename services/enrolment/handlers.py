@@ -188,7 +188,7 @@ async def regenerate_codes(
         verdict = await _verified(
             core, account_id, loaded, proof, "regenerate_codes", now, correlation
         )
-        events = [*verdict.events, *tf.regenerate_recovery_codes(loaded.state, hashes)]
+        events = [*verdict.events, *tf.regenerate_recovery_codes(loaded.state, hashes, now)]
         await _save(core, account_id, loaded, events, correlation)
         return codes
 
@@ -204,7 +204,7 @@ async def disable(core: Core, claims: Claims, proof: Proof, correlation: uuid.UU
         loaded = await core.twofactors.load(twofactor_stream(account_id))
         verdict = await _verified(core, account_id, loaded, proof, "disable", now, correlation)
         after = tf.fold(loaded.state, verdict.events)
-        events = [*verdict.events, *tf.disable(after, proof.method, session_id=claims.sid)]
+        events = [*verdict.events, *tf.disable(after, proof.method, session_id=claims.sid, now=now)]
         await _save(core, account_id, loaded, events, correlation)
 
     await retry_on_conflict(attempt)

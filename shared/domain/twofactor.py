@@ -328,10 +328,10 @@ def redeem_recovery_code(
 
 
 def regenerate_recovery_codes(
-    state: TwoFactorState, code_hashes: Sequence[str]
+    state: TwoFactorState, code_hashes: Sequence[str], now: datetime
 ) -> list[DomainEvent]:
     """A new set of codes (after a verified second factor); the old set stops at once."""
-    if not state.enabled:
+    if not fold(state, due_events(state, now)).enabled:  # off, or a reset took effect
         raise NotEnabled("two-factor authentication is off")
     return [ev.RecoveryCodesRegenerated(recovery_code_hashes=tuple(code_hashes))]
 
@@ -346,9 +346,11 @@ def password_only_allowed(state: TwoFactorState, session_id: str) -> bool:
     return not state.enabled or state.enabled_by_session == session_id
 
 
-def disable(state: TwoFactorState, method: str, session_id: str | None = None) -> list[DomainEvent]:
+def disable(
+    state: TwoFactorState, method: str, session_id: str | None = None, *, now: datetime
+) -> list[DomainEvent]:
     """Turn 2FA off (after a verified second factor)."""
-    if not state.enabled:
+    if not fold(state, due_events(state, now)).enabled:  # off, or a reset took effect
         raise NotEnabled("two-factor authentication is off")
     return [ev.TwoFactorDisabled(session_id=session_id, method=method)]
 

@@ -561,14 +561,13 @@ class FlowMachine(RuleBasedStateMachine):
         self._begin()
         codes, hashes = self._new_codes()
         verdict = self._second_factor(self._typed(spec), "regenerate_codes")
-        if verdict is None:  # 2FA is off: the decision refuses on its own too
-            effective = tf.fold(self.twofactor, tf.due_events(self.twofactor, self.now))
+        if verdict is None:  # 2FA is off (or a reset took effect): it refuses on its own too
             return self._refused(
-                NotEnabled, lambda: tf.regenerate_recovery_codes(effective, hashes)
+                NotEnabled, lambda: tf.regenerate_recovery_codes(self.twofactor, hashes, self.now)
             )
         if not verdict.accepted:
             return self._append(TWOFACTOR, verdict.events)
-        regenerated = tf.regenerate_recovery_codes(self.twofactor, hashes)
+        regenerated = tf.regenerate_recovery_codes(self.twofactor, hashes, self.now)
         self._append(TWOFACTOR, [*verdict.events, *regenerated])
         self.model.regenerate(codes)
 
@@ -578,13 +577,14 @@ class FlowMachine(RuleBasedStateMachine):
         self._begin()
         proof = self._typed(spec)
         verdict = self._second_factor(proof, "disable")
-        if verdict is None:  # 2FA is off: the decision refuses on its own too
-            effective = tf.fold(self.twofactor, tf.due_events(self.twofactor, self.now))
-            return self._refused(NotEnabled, lambda: tf.disable(effective, proof.method))
+        if verdict is None:  # 2FA is off (or a reset took effect): it refuses on its own too
+            return self._refused(
+                NotEnabled, lambda: tf.disable(self.twofactor, proof.method, now=self.now)
+            )
         if not verdict.accepted:
             return self._append(TWOFACTOR, verdict.events)
         after = tf.fold(self.twofactor, verdict.events)
-        self._append(TWOFACTOR, [*verdict.events, *tf.disable(after, proof.method)])
+        self._append(TWOFACTOR, [*verdict.events, *tf.disable(after, proof.method, now=self.now)])
         self.model.disable()
 
     @rule(by=st.sampled_from(STAFF))

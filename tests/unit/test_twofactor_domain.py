@@ -138,7 +138,7 @@ def test_recovery_codes_work_once_each() -> None:
 
 def test_regenerated_codes_replace_the_old_set() -> None:
     state = given(*enrolled())
-    state = tf.fold(state, tf.regenerate_recovery_codes(state, ("n0", "n1")))
+    state = tf.fold(state, tf.regenerate_recovery_codes(state, ("n0", "n1"), NOW))
     assert state.code_hashes == ("n0", "n1")
 
 
@@ -148,11 +148,11 @@ def test_verify_and_disable_refused_when_off() -> None:
     with pytest.raises(NotEnabled):
         tf.redeem_recovery_code(tf.TwoFactorState(), 0, "login", NOW, POLICY)
     with pytest.raises(NotEnabled):
-        tf.disable(tf.TwoFactorState(), "totp")
+        tf.disable(tf.TwoFactorState(), "totp", now=NOW)
 
 
 def test_disable_turns_it_off_and_a_new_enrolment_can_start() -> None:
-    state = tf.fold(given(*enrolled()), tf.disable(given(*enrolled()), "totp"))
+    state = tf.fold(given(*enrolled()), tf.disable(given(*enrolled()), "totp", now=NOW))
     assert not state.enabled and not tf.requires_second_factor(state, NOW)
     assert types(tf.start_enrolment(state, "ct2", NOW, POLICY)) == ["twofa.enrolment_started"]
 
@@ -260,6 +260,20 @@ def test_password_only_sessions_lose_their_right_when_2fa_is_enabled() -> None:
     )
     assert tf.password_only_allowed(state, "s1")  # it confirmed the first code
     assert not tf.password_only_allowed(state, "s2")
-    state = tf.fold(state, tf.disable(state, tf.TOTP, "s2"))
+    state = tf.fold(state, tf.disable(state, tf.TOTP, "s2", now=NOW))
     assert tf.password_only_allowed(state, "s2")
     assert tf.password_only_allowed(given(*enrolled()), "s1") is False  # enabled by an operator
+
+
+def test_a_reset_that_took_effect_refuses_disable_and_new_codes() -> None:
+    state = tf.fold(
+        given(*reset_requested()),
+        [ev.ResetApproved(request_id="r1", approved_by="b", effective_at=NOW)],
+    )
+    later = NOW + timedelta(seconds=1)
+    with pytest.raises(NotEnabled):
+        tf.disable(state, tf.TOTP, now=later)
+    with pytest.raises(NotEnabled):
+        tf.regenerate_recovery_codes(state, ("n0",), later)
+    # Before it takes effect both still work.
+    assert tf.disable(state, tf.TOTP, now=NOW - timedelta(seconds=1))
