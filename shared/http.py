@@ -39,6 +39,7 @@ __all__ = [
     "install_readiness",
     "problem_response",
     "problems",
+    "retry_later",
 ]
 
 log = logging.getLogger(__name__)
@@ -85,6 +86,13 @@ class Problem(Exception):
         self.detail = detail
         self.headers = dict(headers or {})
         self.extra = extra
+
+
+def retry_later(status: int, code: str, title: str, seconds: int, **extra: Any) -> Problem:
+    """A problem the client may retry after ``seconds``: in ``Retry-After`` and the body."""
+    return Problem(
+        status, code, title, headers={"Retry-After": str(seconds)}, retry_after=seconds, **extra
+    )
 
 
 def problem_response(

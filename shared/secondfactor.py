@@ -14,7 +14,7 @@ from datetime import datetime
 from shared import totp
 from shared.core import Core, twofactor_stream
 from shared.domain import twofactor as tf
-from shared.http import Problem
+from shared.http import Problem, retry_later
 from shared.recovery import normalize
 from shared.tokens import Claims
 
@@ -67,12 +67,11 @@ def refuse(verdict: tf.Verdict, now: datetime) -> Problem:
     """The problem a refused verdict answers with: 423 while locked, else 401."""
     if verdict.reason == "locked" and verdict.locked_until is not None:
         wait = max(1, int((verdict.locked_until - now).total_seconds()))
-        return Problem(
+        return retry_later(
             423,
             "second_factor_locked",
             "Too many wrong codes: the second factor is locked",
-            headers={"Retry-After": str(wait)},
-            retry_after=wait,
+            wait,
             locked_until=verdict.locked_until.isoformat(),
         )
     return Problem(

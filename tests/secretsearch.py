@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import re
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from urllib.parse import quote
 
-__all__ = ["Secret", "leaks"]
+from shared.logs import JsonFormatter
+
+__all__ = ["Secret", "leaks", "log_lines"]
+
+_LOG_STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
 
 
 @dataclass(frozen=True)
@@ -46,3 +51,20 @@ def _pattern(value: str, code: bool) -> re.Pattern[str]:
 def leaks(text: str, secrets: list[Secret], allowed: AbstractSet[str] = frozenset()) -> list[str]:
     """The names of the secrets ``text`` holds, apart from the ``allowed`` values."""
     return [s.name for s in secrets if s.value not in allowed and s.found_in(text)]
+
+
+def log_lines(records: list[logging.LogRecord]) -> list[str]:
+    """Each record as every text it carries (message, arguments, extras, traceback) and
+    as the JSON line production writes."""
+    formatter = JsonFormatter()
+    lines = []
+    for record in records:
+        extras = {k: v for k, v in record.__dict__.items() if k not in _LOG_STANDARD}
+        parts = [record.getMessage(), repr(record.args), repr(extras)]
+        if record.exc_info and record.exc_info[1] is not None:
+            parts.append(logging.Formatter().formatException(record.exc_info))
+        if record.stack_info:
+            parts.append(record.stack_info)
+        lines.append(f"{record.name}: " + " | ".join(parts))
+        lines.append(formatter.format(record))
+    return lines

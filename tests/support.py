@@ -6,6 +6,7 @@ import asyncio
 import base64
 import contextlib
 import secrets
+import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -40,6 +41,15 @@ def settings_for(database_url: str, **overrides: Any) -> Settings:
     values["jwt_signing_keys"] = SigningKeys.generate("test-key").to_config()
     values.update(overrides)
     return Settings(**values)
+
+
+def with_kafka(kafka_bootstrap: str, topic: str) -> dict[str, Any]:
+    """``settings_for`` overrides for a test's own topic and consumer groups."""
+    return {
+        "kafka_bootstrap_servers": kafka_bootstrap,
+        "kafka_topic": topic,
+        "kafka_group_prefix": f"t{uuid.uuid4().hex[:8]}",
+    }
 
 
 class Clock:

@@ -27,7 +27,7 @@ from shared.domain.errors import NotAllowed
 from shared.domain.events import UsernameClaimed
 from shared.events import DomainEvent, EventMetadata, NewEvent
 from shared.eventstore import ConcurrencyError
-from shared.http import Problem
+from shared.http import Problem, retry_later
 from shared.passwords import check_password
 from shared.secondfactor import Proof, check, refuse
 from shared.tokens import Claims, TokenError
@@ -118,12 +118,8 @@ async def _failures_answered_at_the_floor() -> AsyncIterator[None]:
 
 def _throttled(retry_at: datetime, now: datetime) -> Problem:
     wait = max(1, int((retry_at - now).total_seconds()))
-    return Problem(
-        429,
-        "too_many_attempts",
-        "Too many wrong passwords: wait before trying again",
-        headers={"Retry-After": str(wait)},
-        retry_after=wait,
+    return retry_later(
+        429, "too_many_attempts", "Too many wrong passwords: wait before trying again", wait
     )
 
 
@@ -503,10 +499,7 @@ async def _prove(
     account, _ = await session_of(core, claims)
     retry_at = acct.retry_password_at(account.state, True, now, core.password_policy)
     if retry_at is not None:
-        wait = max(1, int((retry_at - now).total_seconds()))
-        raise Problem(
-            429, "too_many_attempts", "Too many wrong passwords", headers={"Retry-After": str(wait)}
-        )
+        raise _throttled(retry_at, now)
     ok = await asyncio.to_thread(core.passwords.verify, account.state.password_hash, password)
     if not ok:
         failed = acct.fail_password(account.state, True, now, core.password_policy)

@@ -28,7 +28,16 @@ from shared.notify import Notifier
 from shared.tokens import SigningKeys, TokenIssuer
 from tests.kafka_helpers import eventually, read_topic
 from tests.servers import with_database
-from tests.support import Clock, admin_sql, client_for, is_problem, relaying, served, settings_for
+from tests.support import (
+    Clock,
+    admin_sql,
+    client_for,
+    is_problem,
+    relaying,
+    served,
+    settings_for,
+    with_kafka,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -70,9 +79,7 @@ async def audit(
 ) -> AsyncIterator[Audit]:
     settings = settings_for(
         database_url,
-        kafka_bootstrap_servers=kafka_bootstrap,
-        kafka_topic=topic,
-        kafka_group_prefix=f"t{uuid.uuid4().hex[:8]}",
+        **with_kafka(kafka_bootstrap, topic),
     )
     clock = Clock()
     store = EventStore(pool, REGISTRY, notifier=Notifier(pool))

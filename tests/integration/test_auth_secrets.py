@@ -26,7 +26,7 @@ from shared.domain.contract import PUBLIC_EVENTS
 from shared.domain.events import REGISTRY
 from shared.eventstore import START, EventStore
 from tests.kafka_helpers import read_topic
-from tests.secretsearch import Secret, leaks
+from tests.secretsearch import Secret, leaks, log_lines
 from tests.support import Clock, client_for, enable_through_domain, otp, relaying, settings_for
 
 pytestmark = pytest.mark.integration
@@ -35,7 +35,6 @@ OLD_PASSWORD = "correct horse battery staple"
 NEW_PASSWORD = "a brand new passphrase for 2026"
 WRONG_PASSWORD = "a wrong but plausible passphrase"
 TOKEN_FIELDS = ("access_token", "refresh_token", "device_token", "mfa_token")
-_LOG_STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
 
 
 @dataclass
@@ -252,20 +251,6 @@ async def publish_everything(
         records = await read_topic(kafka_bootstrap, topic, until=lambda r: len(r) >= expected)
     assert len(records) == expected
     return records
-
-
-def log_lines(records: list[logging.LogRecord]) -> list[str]:
-    """Each record as every text it carries: message, arguments, extras, traceback."""
-    lines = []
-    for record in records:
-        extras = {k: v for k, v in record.__dict__.items() if k not in _LOG_STANDARD}
-        parts = [record.getMessage(), repr(record.args), repr(extras)]
-        if record.exc_info and record.exc_info[1] is not None:
-            parts.append(logging.Formatter().formatException(record.exc_info))
-        if record.stack_info:
-            parts.append(record.stack_info)
-        lines.append(f"{record.name}: " + " | ".join(parts))
-    return lines
 
 
 async def test_no_secret_reaches_kafka_logs_or_another_response(

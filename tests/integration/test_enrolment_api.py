@@ -25,7 +25,7 @@ from shared.core import Core
 from shared.domain.events import REGISTRY
 from shared.eventstore import EventStore
 from tests.kafka_helpers import eventually
-from tests.support import Clock, client_for, is_problem, otp, relaying, settings_for
+from tests.support import Clock, client_for, is_problem, otp, relaying, settings_for, with_kafka
 
 pytestmark = pytest.mark.integration
 
@@ -46,9 +46,7 @@ class Stack:
 async def stack(database_url: str, kafka_bootstrap: str, topic: str) -> AsyncIterator[Stack]:
     settings = settings_for(
         database_url,
-        kafka_bootstrap_servers=kafka_bootstrap,
-        kafka_topic=topic,
-        kafka_group_prefix=f"t{uuid.uuid4().hex[:8]}",
+        **with_kafka(kafka_bootstrap, topic),
         reset_cooling_off_seconds=3600,
     )
     clock = Clock()

@@ -47,6 +47,7 @@ from tests.support import (
     otp,
     relaying,
     settings_for,
+    with_kafka,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
@@ -247,9 +248,7 @@ async def env(
     database_url = servers.with_database(postgres_url, name)
     settings = settings_for(
         database_url,
-        kafka_bootstrap_servers=kafka_bootstrap,
-        kafka_topic=topic,
-        kafka_group_prefix=f"t{uuid.uuid4().hex[:8]}",
+        **with_kafka(kafka_bootstrap, topic),
     )
     # No auth consumer: nothing but the requests themselves may write events.
     quiet_auth = settings.model_copy(update={"kafka_bootstrap_servers": None})

@@ -36,11 +36,10 @@ from shared.domain import events as ev
 from shared.domain.contract import PUBLIC_EVENTS
 from shared.domain.events import REGISTRY
 from shared.eventstore import START, EventStore
-from shared.logs import JsonFormatter
 from tests.integration.test_enrolment_api import decode_png
 from tests.kafka_helpers import event_ids, eventually, read_topic
-from tests.secretsearch import Secret, leaks
-from tests.support import Clock, client_for, otp, relaying, settings_for
+from tests.secretsearch import Secret, leaks, log_lines
+from tests.support import Clock, client_for, otp, relaying, settings_for, with_kafka
 from tests.unit.test_event_schemas import (
     body_validator,
     errors,
@@ -52,7 +51,6 @@ from tests.unit.test_event_schemas import (
 pytestmark = pytest.mark.integration
 
 TOKEN_FIELDS = ("access_token", "refresh_token", "device_token", "mfa_token")
-_LOG_STANDARD = set(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
 
 
 @dataclass
@@ -398,23 +396,6 @@ async def published(
     return records
 
 
-def log_lines(records: list[logging.LogRecord]) -> list[str]:
-    """Each record as every text it carries (message, arguments, extras, traceback) and
-    as the JSON line production writes."""
-    formatter = JsonFormatter()
-    lines = []
-    for record in records:
-        extras = {k: v for k, v in record.__dict__.items() if k not in _LOG_STANDARD}
-        parts = [record.getMessage(), repr(record.args), repr(extras)]
-        if record.exc_info and record.exc_info[1] is not None:
-            parts.append(logging.Formatter().formatException(record.exc_info))
-        if record.stack_info:
-            parts.append(record.stack_info)
-        lines.append(f"{record.name}: " + " | ".join(parts))
-        lines.append(formatter.format(record))
-    return lines
-
-
 def response_text(response: httpx.Response) -> str:
     return response.content.decode("utf-8", "replace")
 
@@ -427,9 +408,7 @@ async def flow(
     caplog.set_level(logging.DEBUG)
     settings = settings_for(
         database_url,
-        kafka_bootstrap_servers=kafka_bootstrap,
-        kafka_topic=topic,
-        kafka_group_prefix=f"t{uuid.uuid4().hex[:8]}",
+        **with_kafka(kafka_bootstrap, topic),
     )
     clock = Clock()
     auth, enrol = auth_app(settings, clock=clock), enrolment_app(settings, clock=clock)

@@ -168,9 +168,6 @@ class Stack:
             if p.port is not None and p.name.rsplit("-", 1)[0] == service
         ]
 
-    def names(self, kind: str) -> list[str]:
-        return [name for name in self.processes if name.rsplit("-", 1)[0] == kind]
-
     async def active_relays(self) -> list[str]:
         """The relays holding the relay lock now (one, or none during a takeover)."""
         conn = await asyncpg.connect(self.admin_dsn)

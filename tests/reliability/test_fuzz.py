@@ -57,7 +57,14 @@ from shared.tokens import Claims
 from tests import servers
 from tests.kafka_helpers import eventually
 from tests.reliability.report import REPORT
-from tests.support import admin_sql, client_for, enable_through_domain, otp, settings_for
+from tests.support import (
+    admin_sql,
+    client_for,
+    enable_through_domain,
+    otp,
+    settings_for,
+    with_kafka,
+)
 
 pytestmark = pytest.mark.reliability
 
@@ -270,9 +277,7 @@ def scene(postgres_url: str, template_database: str, kafka_bootstrap: str) -> It
     topic = f"twofa.events.v1.fuzz-{uuid.uuid4().hex[:10]}"
     settings = settings_for(
         servers.with_database(postgres_url, name),
-        kafka_bootstrap_servers=kafka_bootstrap,
-        kafka_topic=topic,
-        kafka_group_prefix=f"t{uuid.uuid4().hex[:8]}",
+        **with_kafka(kafka_bootstrap, topic),
     )
     with start_blocking_portal() as portal:
         create = f'CREATE DATABASE "{name}" TEMPLATE "{template_database}"'
