@@ -53,13 +53,15 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import asyncpg
 import orjson
 
-from shared.aggregate import Repository
-from shared.db import create_pool, migrate
-from shared.devservers import EmbeddedPostgres
-from shared.domain.events import REGISTRY, EmailChanged
-from shared.events import DomainEvent, NewEvent
-from shared.eventstore import START, Checkpoint, EventStore
-from shared.notify import Notifier
+from shared.devtools.servers import EmbeddedPostgres
+from shared.domain.base import DomainEvent
+from shared.domain.events import EmailChanged
+from shared.eventstore.envelope import NewEvent
+from shared.eventstore.notify import Notifier
+from shared.eventstore.registry import REGISTRY
+from shared.eventstore.repository import Repository
+from shared.eventstore.store import START, Checkpoint, EventStore
+from shared.platform.db import create_pool, migrate
 
 TARGET = 0.75  # the event store keeps at least this share of the raw baseline
 WRITERS = 8

@@ -1,4 +1,4 @@
-"""Test data written through the domain, as ``tests/support.enable_through_domain`` does.
+"""Test data written through the domain, as ``shared.devtools.seeding`` does for the tests.
 
 Accounts are registered by appending their events with one precomputed password hash
 (hashing one per account would cost minutes of argon2), two-factor authentication is
@@ -15,14 +15,17 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TypeVar
 
-from shared import recovery, totp
-from shared.aggregate import Loaded
-from shared.core import Core, account_stream, twofactor_stream
+from services.auth.usecases.deps import AuthDeps
+from shared.devtools.seeding import enabling_events
 from shared.domain import events as ev
-from shared.domain.account import AccountState
+from shared.domain.account.state import AccountState
+from shared.domain.base import DomainEvent
 from shared.domain.events import UsernameClaimed
-from shared.domain.twofactor import TwoFactorState
-from shared.events import DomainEvent, NewEvent
+from shared.domain.twofactor.state import TwoFactorState
+from shared.eventstore.envelope import NewEvent
+from shared.eventstore.repository import Loaded
+from shared.eventstore.streams import account_stream, twofactor_stream, username_stream
+from shared.security import recovery, totp
 
 __all__ = [
     "OtpAccount",
@@ -53,7 +56,7 @@ def _registered(username: str, password_hash: str) -> ev.AccountRegistered:
     )
 
 
-async def register_accounts(core: Core, count: int, password_hash: str) -> list[str]:
+async def register_accounts(core: AuthDeps, count: int, password_hash: str) -> list[str]:
     """``count`` accounts that log in with ``PASSWORD``; their usernames."""
     tag = uuid.uuid4().hex[:6]
     usernames = [f"bench-{tag}-{i}" for i in range(count)]
@@ -64,7 +67,7 @@ async def register_accounts(core: Core, count: int, password_hash: str) -> list[
             claim = UsernameClaimed(account_id=account_id)
             async with core.pool.acquire() as conn, conn.transaction():
                 await core.store.append(
-                    f"username-{username.casefold()}", [NewEvent(claim)], 0, connection=conn
+                    username_stream(username), [NewEvent(claim)], 0, connection=conn
                 )
                 await core.accounts.save(
                     account_stream(account_id),
@@ -90,7 +93,7 @@ class OtpAccount:
 
 
 async def twofactor_accounts(
-    core: Core, count: int, challenges: int, password_hash: str
+    core: AuthDeps, count: int, challenges: int, password_hash: str
 ) -> list[OtpAccount]:
     """``count`` accounts with 2FA on (last accepted time-step: two ago) and
     ``challenges`` open mfa challenges each, with their mfa tokens."""
@@ -104,22 +107,11 @@ async def twofactor_accounts(
         async def seed() -> None:
             account_id, secret = str(uuid.uuid4()), totp.new_secret()
             stream = twofactor_stream(account_id)
-            second: list[DomainEvent] = [
-                ev.EnrolmentStarted(
-                    encrypted_secret=core.keyring.encrypt(secret.encode(), stream.encode()),
-                    expires_at=now + timedelta(minutes=10),
-                ),
-                ev.TwoFactorEnabled(
-                    session_id=None,
-                    enabled_at=now,
-                    time_step=enabled_step,
-                    recovery_code_hashes=code_hashes,
-                ),
-            ]
+            second = enabling_events(core, account_id, secret, now, code_hashes)
             ids = [uuid.uuid4().hex for _ in range(challenges)]
             first: list[DomainEvent] = [_registered(f"otp-{account_id[:13]}", password_hash)]
             first += [
-                ev.PasswordVerified(challenge_id=c, issued_at=now, expires_at=now + ttl)
+                ev.MfaChallengeOpened(challenge_id=c, issued_at=now, expires_at=now + ttl)
                 for c in ids
             ]
             await core.twofactors.save(
@@ -158,7 +150,7 @@ def login_events(n: int) -> Sequence[DomainEvent]:
     if kind == 1:
         challenge = uuid.uuid4().hex
         return [
-            ev.PasswordVerified(
+            ev.MfaChallengeOpened(
                 challenge_id=challenge, issued_at=now, expires_at=now + timedelta(minutes=5)
             )
         ]

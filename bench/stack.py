@@ -27,11 +27,11 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 import asyncpg
 
-from shared.config import Settings
-from shared.db import ensure_service_role, migrate
-from shared.devservers import EmbeddedBroker, EmbeddedPostgres, free_port
-from shared.devstack import SERVICE_ROLE, dev_keys
-from shared.kafka import ensure_topics
+from shared.devtools.keys import dev_keys
+from shared.devtools.servers import SERVICE_ROLE, EmbeddedBroker, EmbeddedPostgres, free_port
+from shared.messaging.kafka import ensure_topics
+from shared.platform.config import Settings
+from shared.platform.db import ensure_service_role, migrate
 
 __all__ = ["Database", "Process", "Stack"]
 
@@ -219,7 +219,7 @@ class Stack:
         """``twofa serve SERVICE`` on a free loopback port, once ``/readyz`` answers 200."""
         port = free_port()
         process = self.start(
-            service, ["-m", "shared.cli", "serve", service, "--port", str(port)], env
+            service, ["-m", "services.cli", "serve", service, "--port", str(port)], env
         )
         process.port = port
         await self.wait_ready(process)
@@ -234,7 +234,7 @@ class Stack:
         return process
 
     def relay(self, env: Mapping[str, str]) -> Process:
-        return self.start("relay", ["-m", "shared.cli", "relay"], env)
+        return self.start("relay", ["-m", "services.cli", "relay"], env)
 
     async def wait_ready(self, process: Process, within: float = 60.0) -> None:
         deadline = time.monotonic() + within

@@ -12,8 +12,8 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from shared.db import create_pool, migrate
-from shared.kafka import ensure_topics
+from shared.messaging.kafka import ensure_topics
+from shared.platform.db import create_pool, migrate
 from tests import servers
 from tests.support import admin_sql
 

@@ -7,8 +7,8 @@ import typing
 from datetime import UTC, datetime
 from typing import Any
 
-from shared.domain.events import REGISTRY
-from shared.events import DomainEvent
+from shared.domain.base import DomainEvent
+from shared.eventstore.registry import REGISTRY
 
 # Values a leak check can search for: if one shows up on Kafka or in a log, it leaked.
 SECRET_MARKERS = {

@@ -10,7 +10,7 @@ from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from urllib.parse import quote
 
-from shared.logs import JsonFormatter
+from shared.platform.logs import JsonFormatter
 
 __all__ = ["Secret", "leaks", "log_lines"]
 

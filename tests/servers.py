@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote, urlsplit, urlunsplit
 
-from shared.devservers import EmbeddedBroker, EmbeddedPostgres
+from shared.devtools.servers import EmbeddedBroker, EmbeddedPostgres
 
 
 def docker_engine_answers() -> bool:

@@ -18,11 +18,12 @@ from cryptography.hazmat.primitives.hashes import SHA1
 from cryptography.hazmat.primitives.twofactor.totp import TOTP
 from fastapi import FastAPI
 
-from shared.config import Settings
-from shared.core import Core
-from shared.domain.contract import PUBLIC_EVENTS
-from shared.eventstore import EventStore
-from shared.relay import Relay, RelayOptions
+from shared.app.deps import Deps
+from shared.devtools.seeding import enable_directly
+from shared.eventstore.store import EventStore
+from shared.messaging.contract import PUBLIC_EVENTS
+from shared.messaging.relay import Relay, RelayOptions
+from shared.platform.config import Settings
 
 
 def settings_for(database_url: str, **overrides: Any) -> Settings:
@@ -36,7 +37,7 @@ def settings_for(database_url: str, **overrides: Any) -> Settings:
         "recovery_code_key": base64.b64encode(secrets.token_bytes(32)).decode(),
         "device_token_key": base64.b64encode(secrets.token_bytes(32)).decode(),
     }
-    from shared.tokens import SigningKeys
+    from shared.security.keys import SigningKeys
 
     values["jwt_signing_keys"] = SigningKeys.generate("test-key").to_config()
     values.update(overrides)
@@ -91,15 +92,13 @@ class Enrolled:
     codes: list[str]
 
 
-async def enable_through_domain(core: Core, account_id: str, now: datetime) -> Enrolled:
+async def enable_through_domain(core: Deps, account_id: str, now: datetime) -> Enrolled:
     """Turn 2FA on by appending its events directly (no enrolment service involved)."""
-    from services.auth.demo import enable_directly
-
     secret, codes = await enable_directly(core, account_id, now, actor="test")
     return Enrolled(secret, codes)
 
 
-async def event_count(core: Core) -> int:
+async def event_count(core: Deps) -> int:
     return int(await core.pool.fetchval("SELECT count(*) FROM events"))
 
 
@@ -134,7 +133,7 @@ async def served(app: FastAPI, port: int | None = None) -> AsyncIterator[str]:
 
     import uvicorn
 
-    from shared.devservers import free_port
+    from shared.devtools.servers import free_port
 
     port = port or free_port()
     server = uvicorn.Server(

@@ -22,7 +22,7 @@ from bench.parts import Options, Part
 from bench.profiling import Profile, record
 from bench.report import PartResult, Row
 from bench.stack import Stack
-from shared.eventstore import _APPEND  # the exact statement the store sends
+from shared.eventstore.store import _APPEND
 
 GOAL = eventstore.TARGET
 

@@ -30,14 +30,15 @@ from bench.profiling import record
 from bench.report import PartResult, Row
 from bench.seed import login_events
 from bench.stack import Stack
-from services.audit.log import encode_cursor
-from shared.db import create_pool
-from shared.domain.events import REGISTRY
-from shared.events import NewEvent
-from shared.eventstore import EventStore
-from shared.kafka import create_consumer, create_producer
-from shared.notify import Notifier
-from shared.tokens import SigningKeys, TokenIssuer
+from services.audit.adapters.log_store import encode_cursor
+from shared.eventstore.envelope import NewEvent
+from shared.eventstore.notify import Notifier
+from shared.eventstore.registry import REGISTRY
+from shared.eventstore.store import EventStore
+from shared.messaging.kafka import create_consumer, create_producer
+from shared.platform.db import create_pool
+from shared.security.keys import SigningKeys
+from shared.security.tokens import TokenIssuer
 
 P99_GOAL_MS = 100.0
 RATES = ((200.0, 10.0), (1000.0, 5.0))

@@ -28,15 +28,17 @@ from bench.parts import Options, Part
 from bench.profiling import record
 from bench.report import PartResult, Row
 from bench.stack import Stack
-from shared.aggregate import Repository
-from shared.config import Settings
-from shared.db import create_pool
 from shared.domain import events as ev
-from shared.domain.events import REGISTRY
-from shared.domain.twofactor import TwoFactorFold, TwoFactorState
-from shared.events import DomainEvent, NewEvent
-from shared.eventstore import EventStore
-from shared.recovery import RecoveryCodeHasher, new_codes
+from shared.domain.base import DomainEvent
+from shared.domain.twofactor.state import TwoFactorState
+from shared.eventstore.envelope import NewEvent
+from shared.eventstore.registry import REGISTRY
+from shared.eventstore.repository import Repository
+from shared.eventstore.snapshots import TwoFactorFold
+from shared.eventstore.store import EventStore
+from shared.platform.config import Settings
+from shared.platform.db import create_pool
+from shared.security.recovery import RecoveryCodeHasher, new_codes
 
 GOAL = 2.0
 LONG, SHORT, WORST = 10_000, 10, 10_099

@@ -26,9 +26,9 @@ from bench.profiling import record
 from bench.report import PartResult, Row
 from bench.seed import PASSWORD, register_accounts
 from bench.stack import Stack
-from shared.core import Core
-from shared.db import create_pool
-from shared.passwords import PasswordHasher
+from services.auth.main import build_deps
+from shared.platform.db import create_pool
+from shared.security.passwords import PasswordHasher
 
 GOAL = 0.85
 ACCOUNTS = 300
@@ -86,7 +86,7 @@ async def run(stack: Stack, options: Options) -> PartResult:
     )
     pool = await create_pool(database.admin_url, min_size=2, max_size=16)
     try:
-        usernames = await register_accounts(Core.build(settings, pool), ACCOUNTS, stored)
+        usernames = await register_accounts(build_deps(settings, pool), ACCOUNTS, stored)
     finally:
         await pool.close()
     auth = await stack.serve("auth", env)

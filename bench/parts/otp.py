@@ -34,10 +34,10 @@ from bench.profiling import record
 from bench.report import PartResult, Row
 from bench.seed import PASSWORD, OtpAccount, twofactor_accounts
 from bench.stack import Stack
-from shared import totp
-from shared.core import Core
-from shared.db import create_pool
-from shared.passwords import PasswordHasher
+from services.auth.main import build_deps
+from shared.platform.db import create_pool
+from shared.security import totp
+from shared.security.passwords import PasswordHasher
 
 P99_GOAL_MS = 15.0
 RATE_GOAL = 1000.0
@@ -89,7 +89,7 @@ async def prepare(stack: Stack, env: Mapping[str, str], admin_url: str) -> list[
     stored = PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1).hash(PASSWORD)
     pool = await create_pool(admin_url, min_size=4, max_size=16)
     try:
-        return await twofactor_accounts(Core.build(settings, pool), ACCOUNTS, CHALLENGES, stored)
+        return await twofactor_accounts(build_deps(settings, pool), ACCOUNTS, CHALLENGES, stored)
     finally:
         await pool.close()
 

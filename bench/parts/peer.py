@@ -34,11 +34,11 @@ from bench.parts import Options, Part
 from bench.profiling import Profile, record
 from bench.report import PartResult, Row
 from bench.stack import Stack
-from shared.aggregate import Repository
-from shared.db import create_pool
-from shared.domain.events import REGISTRY
-from shared.eventstore import _READ_STREAM, EventStore  # the statement a load sends
-from shared.notify import Notifier
+from shared.eventstore.notify import Notifier
+from shared.eventstore.registry import REGISTRY
+from shared.eventstore.repository import Repository
+from shared.eventstore.store import _READ_STREAM, EventStore
+from shared.platform.db import create_pool
 
 # The snapshot lookup ``EventStore.load_snapshot`` sends.
 _SNAPSHOT = (

@@ -7,7 +7,7 @@
 - Ingest: ``twofa serve audit`` consuming that topic into its hash-chained log, entries/s
   from the first entry on (at most ``INGEST_WINDOW`` seconds); baseline: a bare aiokafka
   consumer (same settings, no decoding, no database) reading the same topic.
-- Rebuild: ``services.audit.handlers.rebuild`` (what ``twofa audit rebuild`` runs) over a
+- Rebuild: ``services.audit.usecases.rebuild`` (what ``twofa audit rebuild`` runs) over a
   store of ``REBUILD_EVENTS`` events into an empty log; baseline: the same ordered
   SELECT in pages of 500 with orjson decoding of both JSON columns, on plain asyncpg.
 """
@@ -33,13 +33,13 @@ from bench.profiling import record
 from bench.report import PartResult, Row
 from bench.seed import bounded, login_events
 from bench.stack import Database, Stack
-from services.audit.handlers import rebuild
-from shared.db import create_pool
-from shared.domain.contract import PUBLIC_EVENTS
-from shared.domain.events import REGISTRY
-from shared.events import NewEvent
-from shared.eventstore import START, Checkpoint, EventStore
-from shared.kafka import create_consumer, create_producer
+from services.audit.usecases import rebuild
+from shared.eventstore.envelope import NewEvent
+from shared.eventstore.registry import REGISTRY
+from shared.eventstore.store import START, Checkpoint, EventStore
+from shared.messaging.contract import PUBLIC_EVENTS
+from shared.messaging.kafka import create_consumer, create_producer
+from shared.platform.db import create_pool
 
 EVENTS = 20_000
 REBUILD_EVENTS = 10_000

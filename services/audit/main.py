@@ -10,14 +10,16 @@ import asyncpg
 from fastapi import FastAPI
 from prometheus_client import Gauge
 
-from services.audit.api import router
-from services.audit.handlers import ingest
-from shared.config import Settings
-from shared.consumer import EventConsumer
-from shared.core import Clock, Runner, utc_now
-from shared.requestauth import refuse_password_only
-from shared.service import consumer, revocation_feed, service_app
-from shared.tokens import TokenVerifier
+from services.audit.consumers import ingest
+from services.audit.http.routes import router
+from shared.app.deps import token_verifier
+from shared.messaging.consumer import EventConsumer, events_consumer
+from shared.messaging.revocations import revocation_feed
+from shared.platform.background import Runner
+from shared.platform.clock import Clock, utc_now
+from shared.platform.config import Settings
+from shared.web.app import service_app
+from shared.web.auth import refuse_password_only
 
 __all__ = ["create_app"]
 
@@ -27,16 +29,11 @@ LAG = Gauge("twofa_audit_consumer_lag", "Records behind the partition end", ["pa
 def create_app(settings: Settings, *, clock: Clock = utc_now) -> FastAPI:
     async def start(app: FastAPI, pool: asyncpg.Pool) -> Sequence[Runner]:
         revoked, feed = revocation_feed(settings, clock)
-        app.state.verifier = TokenVerifier(
-            settings.verify_keys(),
-            issuer=settings.jwt_issuer,
-            audience=settings.jwt_audience,
-            is_revoked=revoked.is_revoked,
-        )
+        app.state.verifier = token_verifier(settings, revoked.is_revoked)
         app.state.password_only_allowed = refuse_password_only  # security work needs 2FA
         if feed is None:
             return []
-        ingesting = consumer(settings, pool, "audit", ingest)
+        ingesting = events_consumer(settings, pool, "audit", ingest)
         app.state.consumer = ingesting
         return [ingesting.run, feed.run, lambda stop: report_lag(ingesting, stop)]
 

@@ -6,11 +6,13 @@ import argparse
 import getpass
 import sys
 
-from services.auth import handlers
-from shared.config import Settings
-from shared.core import Core
-from shared.db import create_pool
-from shared.http import Problem
+from services.auth.main import build_deps
+from services.auth.usecases.account import register_account, set_role
+from shared.app.context import Context
+from shared.app.errors import AppError, PasswordMismatch, WeakPassword
+from shared.domain.errors import DomainError
+from shared.platform.config import Settings
+from shared.platform.db import create_pool
 
 __all__ = ["add_parser", "run"]
 
@@ -33,30 +35,33 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 
 async def run(settings: Settings, args: argparse.Namespace) -> int:
     pool = await create_pool(settings.require_database_url(), min_size=1, max_size=2)
-    core = Core.build(settings, pool)
-    ctx = handlers.Context(actor="operator:cli")
+    deps = build_deps(settings, pool)
+    ctx = Context(actor="operator:cli")
     try:
         if args.action == "create":
             password = _read_password(args.password_stdin)
-            account_id = await handlers.register_account(
-                core, ctx, username=args.username, email=args.email, password=password
+            account_id = await register_account(
+                deps, ctx, username=args.username, email=args.email, password=password
             )
             for role in args.role:
-                await handlers.set_role(core, ctx, username=args.username, role=role, granted=True)
+                await set_role(deps, ctx, username=args.username, role=role, granted=True)
             print(account_id)
         else:
             granted = args.action == "grant-role"
-            await handlers.set_role(
-                core, ctx, username=args.username, role=args.role, granted=granted
-            )
+            await set_role(deps, ctx, username=args.username, role=args.role, granted=granted)
             print(f"{args.action}: {args.role} for {args.username}")
-    except Problem as problem:
-        details = "; ".join(f"password {p}" for p in problem.extra.get("problems", []))
-        print(f"twofa: {problem.title}" + (f": {details}" if details else ""), file=sys.stderr)
+    except (AppError, DomainError) as refusal:
+        print(f"twofa: {refusal}{_details(refusal)}", file=sys.stderr)
         return 1
     finally:
         await pool.close()
     return 0
+
+
+def _details(refusal: Exception) -> str:
+    if isinstance(refusal, WeakPassword) and refusal.problems:
+        return ": " + "; ".join(f"password {p}" for p in refusal.problems)
+    return ""
 
 
 def _read_password(from_stdin: bool) -> str:
@@ -64,5 +69,5 @@ def _read_password(from_stdin: bool) -> str:
         return sys.stdin.readline().rstrip("\n")
     first = getpass.getpass("Password: ")
     if getpass.getpass("Again: ") != first:
-        raise Problem(422, "password_mismatch", "The two passwords differ")
+        raise PasswordMismatch()
     return first

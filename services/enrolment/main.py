@@ -8,12 +8,16 @@ from functools import partial
 import asyncpg
 from fastapi import FastAPI
 
-from services.enrolment.api import router
-from services.enrolment.projections import project_label
-from shared.config import Settings
-from shared.core import Clock, Core, Runner, utc_now
-from shared.secondfactor import password_only_allowed
-from shared.service import consumer, revocation_feed, service_app
+from services.enrolment.consumers import project_label
+from services.enrolment.http.routes import router
+from shared.app.deps import Deps
+from shared.app.secondfactor import password_only_allowed
+from shared.messaging.consumer import events_consumer
+from shared.messaging.revocations import revocation_feed
+from shared.platform.background import Runner
+from shared.platform.clock import Clock, utc_now
+from shared.platform.config import Settings
+from shared.web.app import service_app
 
 __all__ = ["create_app"]
 
@@ -21,13 +25,13 @@ __all__ = ["create_app"]
 def create_app(settings: Settings, *, clock: Clock = utc_now) -> FastAPI:
     async def start(app: FastAPI, pool: asyncpg.Pool) -> Sequence[Runner]:
         revoked, feed = revocation_feed(settings, clock)
-        core = Core.build(settings, pool, clock, is_revoked=revoked.is_revoked)
-        app.state.core = core
-        app.state.verifier = core.verifier
-        app.state.password_only_allowed = partial(password_only_allowed, core)
+        deps = Deps.build(settings, pool, clock, is_revoked=revoked.is_revoked)
+        app.state.deps = deps
+        app.state.verifier = deps.verifier
+        app.state.password_only_allowed = partial(password_only_allowed, deps)
         if feed is None:
             return []
-        labels = consumer(settings, pool, "enrolment-labels", project_label)
+        labels = events_consumer(settings, pool, "enrolment-labels", project_label)
         return [labels.run, feed.run]
 
     return service_app(

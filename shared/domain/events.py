@@ -2,7 +2,8 @@
 
 Streams: ``account-{id}`` (the login identity) and ``twofactor-{id}`` (its second
 factor). Fields that hold a secret carry only its ciphertext or one-way hash, and none of
-them is ever published (see ``shared.domain.contract``).
+them is ever published (see ``shared.messaging.contract``). ``ALL_EVENTS`` lists them
+all; the event store's registry is built from it.
 """
 
 from __future__ import annotations
@@ -10,18 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from shared.events import DomainEvent, EventRegistry
-
-__all__ = ["REGISTRY"]
-
-REGISTRY = EventRegistry()
-register = REGISTRY.register
-
+from shared.domain.base import DomainEvent
 
 # account-{id} ------------------------------------------------------------------------
 
 
-@register
 @dataclass(frozen=True, slots=True, kw_only=True)
 class AccountRegistered(DomainEvent):
     type = "account.registered"
@@ -30,14 +24,12 @@ class AccountRegistered(DomainEvent):
     password_hash: str
 
 
-@register
 @dataclass(frozen=True, slots=True, kw_only=True)
 class PasswordChanged(DomainEvent):
     type = "account.password_changed"
     password_hash: str
 
 
-@register
 @dataclass(frozen=True, slots=True, kw_only=True)
 class EmailChanged(DomainEvent):
     type = "account.email_changed"
@@ -45,21 +37,18 @@ class EmailChanged(DomainEvent):
     previous_email: str
 
 
-@register
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RoleGranted(DomainEvent):
     type = "account.role_granted"
     role: str
 
 
-@register
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RoleRevoked(DomainEvent):
     type = "account.role_revoked"
     role: str
 
 
-@register
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LoginSucceeded(DomainEvent):
     type = "login.succeeded"
@@ -69,7 +58,6 @@ class LoginSucceeded(DomainEvent):
     challenge_id: str | None
 
 
-@register
 @dataclass(frozen=True, slots=True, kw_only=True)
 class LoginFailed(DomainEvent):
     type = "login.failed"
@@ -79,9 +67,8 @@ class LoginFailed(DomainEvent):
     at: datetime
 
 
-@register
 @dataclass(frozen=True, slots=True, kw_only=True)
-class PasswordVerified(DomainEvent):
+class MfaChallengeOpened(DomainEvent):
     """The password was right and the second factor is required: an mfa challenge opens."""
 
     type = "login.mfa_required"
@@ -90,7 +77,6 @@ class PasswordVerified(DomainEvent):
     expires_at: datetime
 
 
-@register
 @dataclass(frozen=True, slots=True, kw_only=True)
 class Reauthenticated(DomainEvent):
     type = "session.reauthenticated"
@@ -99,7 +85,6 @@ class Reauthenticated(DomainEvent):
     auth_time: datetime
 
 
-@register
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SessionStarted(DomainEvent):
     type = "session.started"
@@ -111,7 +96,6 @@ class SessionStarted(DomainEvent):
     expires_at: datetime
 
 
-@register
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SessionRefreshed(DomainEvent):
     type = "session.refreshed"
@@ -120,14 +104,12 @@ class SessionRefreshed(DomainEvent):
     refresh_token_hash: str
 
 
-@register
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SessionEnded(DomainEvent):
     type = "session.ended"
     session_id: str
 
 
-@register
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SessionRevoked(DomainEvent):
     type = "session.revoked"
@@ -138,7 +120,6 @@ class SessionRevoked(DomainEvent):
 # username-{name}: claims a username for one account (unique by the stream version) ---
 
 
-@register
 @dataclass(frozen=True, slots=True, kw_only=True)
 class UsernameClaimed(DomainEvent):
     type = "username.claimed"
@@ -148,7 +129,6 @@ class UsernameClaimed(DomainEvent):
 # twofactor-{id} ----------------------------------------------------------------------
 
 
-@register
 @dataclass(frozen=True, slots=True, kw_only=True)
 class EnrolmentStarted(DomainEvent):
     type = "twofa.enrolment_started"
@@ -156,7 +136,6 @@ class EnrolmentStarted(DomainEvent):
     expires_at: datetime
 
 
-@register
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TwoFactorEnabled(DomainEvent):
     type = "twofa.enabled"
@@ -166,7 +145,6 @@ class TwoFactorEnabled(DomainEvent):
     recovery_code_hashes: tuple[str, ...]
 
 
-@register
 @dataclass(frozen=True, slots=True, kw_only=True)
 class OtpVerified(DomainEvent):
     type = "twofa.otp_verified"
@@ -174,7 +152,6 @@ class OtpVerified(DomainEvent):
     purpose: str
 
 
-@register
 @dataclass(frozen=True, slots=True, kw_only=True)
 class OtpFailed(DomainEvent):
     type = "twofa.otp_failed"
@@ -184,7 +161,6 @@ class OtpFailed(DomainEvent):
     consecutive_failures: int
 
 
-@register
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RecoveryCodeUsed(DomainEvent):
     type = "twofa.recovery_code_used"
@@ -193,14 +169,12 @@ class RecoveryCodeUsed(DomainEvent):
     remaining: int
 
 
-@register
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RecoveryCodesRegenerated(DomainEvent):
     type = "twofa.recovery_codes_regenerated"
     recovery_code_hashes: tuple[str, ...]
 
 
-@register
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TwoFactorDisabled(DomainEvent):
     type = "twofa.disabled"
@@ -208,7 +182,6 @@ class TwoFactorDisabled(DomainEvent):
     method: str
 
 
-@register
 @dataclass(frozen=True, slots=True, kw_only=True)
 class SecondFactorLocked(DomainEvent):
     type = "twofa.locked"
@@ -218,7 +191,6 @@ class SecondFactorLocked(DomainEvent):
     consecutive_failures: int
 
 
-@register
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ResetRequested(DomainEvent):
     type = "twofa.reset_requested"
@@ -228,7 +200,6 @@ class ResetRequested(DomainEvent):
     reason: str
 
 
-@register
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ResetApproved(DomainEvent):
     type = "twofa.reset_approved"
@@ -237,7 +208,6 @@ class ResetApproved(DomainEvent):
     effective_at: datetime
 
 
-@register
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ResetCancelled(DomainEvent):
     type = "twofa.reset_cancelled"
@@ -246,8 +216,37 @@ class ResetCancelled(DomainEvent):
     reason: str
 
 
-@register
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ResetCompleted(DomainEvent):
     type = "twofa.reset_completed"
     request_id: str
+
+
+ALL_EVENTS: tuple[type[DomainEvent], ...] = (
+    AccountRegistered,
+    PasswordChanged,
+    EmailChanged,
+    RoleGranted,
+    RoleRevoked,
+    LoginSucceeded,
+    LoginFailed,
+    MfaChallengeOpened,
+    Reauthenticated,
+    SessionStarted,
+    SessionRefreshed,
+    SessionEnded,
+    SessionRevoked,
+    UsernameClaimed,
+    EnrolmentStarted,
+    TwoFactorEnabled,
+    OtpVerified,
+    OtpFailed,
+    RecoveryCodeUsed,
+    RecoveryCodesRegenerated,
+    TwoFactorDisabled,
+    SecondFactorLocked,
+    ResetRequested,
+    ResetApproved,
+    ResetCancelled,
+    ResetCompleted,
+)

@@ -16,15 +16,16 @@ import asyncpg
 import httpx
 import pytest
 
-from shared.devservers import free_port, wait_for_port
+from shared.devtools.servers import free_port, wait_for_port
 from shared.domain import events as ev
-from shared.domain.contract import PUBLIC_EVENTS
-from shared.domain.events import REGISTRY
-from shared.events import NewEvent
-from shared.eventstore import EventStore
-from shared.notify import Notifier
-from shared.relay import Relay, RelayOptions
-from shared.tokens import SigningKeys, TokenIssuer
+from shared.eventstore.envelope import NewEvent
+from shared.eventstore.notify import Notifier
+from shared.eventstore.registry import REGISTRY
+from shared.eventstore.store import EventStore
+from shared.messaging.contract import PUBLIC_EVENTS
+from shared.messaging.relay import Relay, RelayOptions
+from shared.security.keys import SigningKeys
+from shared.security.tokens import TokenIssuer
 from tests.kafka_helpers import eventually
 from tests.support import Clock
 
@@ -40,7 +41,7 @@ def keys() -> SigningKeys:
 
 def audit_process(env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "shared.cli", "serve", "audit", "--port", str(port)],
+        [sys.executable, "-m", "services.cli", "serve", "audit", "--port", str(port)],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -14,8 +14,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from shared.devservers import free_port, wait_for_port
-from shared.tokens import SigningKeys
+from shared.devtools.servers import free_port, wait_for_port
+from shared.security.keys import SigningKeys
 
 pytestmark = pytest.mark.e2e
 
@@ -47,7 +47,7 @@ def serving(service: str, env: dict[str, str]) -> Iterator[str]:
     """``twofa serve <service>`` as a process on a free port; stopped with SIGTERM."""
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "shared.cli", "serve", service, "--port", str(port)],
+        [sys.executable, "-m", "services.cli", "serve", service, "--port", str(port)],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -111,7 +111,7 @@ def test_operator_creates_a_support_account_that_logs_in_over_http(
         [
             sys.executable,
             "-m",
-            "shared.cli",
+            "services.cli",
             "accounts",
             "create",
             "--username",
@@ -135,7 +135,7 @@ def test_operator_creates_a_support_account_that_logs_in_over_http(
         [
             sys.executable,
             "-m",
-            "shared.cli",
+            "services.cli",
             "accounts",
             "create",
             "--username",

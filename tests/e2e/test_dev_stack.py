@@ -15,11 +15,9 @@ import httpx
 import psutil
 import pytest
 
-from shared.devservers import free_port
+from shared.devtools.servers import free_port
 
 pytestmark = pytest.mark.e2e
-
-
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -36,7 +34,7 @@ def start(
     command = (
         ["make", "--no-print-directory", "-C", str(ROOT), "run", f"ARGS={' '.join(flags)}"]
         if via_make
-        else [sys.executable, "-m", "shared.cli", "dev", *flags]
+        else [sys.executable, "-m", "services.cli", "dev", *flags]
     )
     return subprocess.Popen(
         command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
@@ -127,7 +125,7 @@ def test_twofa_dev_uses_the_servers_the_environment_names(
     }
     flags = [f"--{name}-port={port}" for name, port in ports.items()]
     proc = subprocess.Popen(
-        [sys.executable, "-m", "shared.cli", "dev", "--data-dir", str(tmp_path / "d"), *flags],
+        [sys.executable, "-m", "services.cli", "dev", "--data-dir", str(tmp_path / "d"), *flags],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -21,7 +21,7 @@ from playwright.async_api import Page, async_playwright, expect
 
 from services.auth.main import create_app as auth_app
 from services.enrolment.main import create_app as enrolment_app
-from shared.devservers import free_port
+from shared.devtools.servers import free_port
 from tests.support import Clock, otp, served, settings_for
 
 pytestmark = pytest.mark.e2e

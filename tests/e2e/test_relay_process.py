@@ -12,9 +12,10 @@ from collections import Counter
 import asyncpg
 import pytest
 
-from shared.domain.events import REGISTRY, EmailChanged
-from shared.events import NewEvent
-from shared.eventstore import EventStore
+from shared.domain.events import EmailChanged
+from shared.eventstore.envelope import NewEvent
+from shared.eventstore.registry import REGISTRY
+from shared.eventstore.store import EventStore
 from tests.kafka_helpers import event_ids, eventually, read_topic
 
 pytestmark = pytest.mark.e2e
@@ -22,7 +23,7 @@ pytestmark = pytest.mark.e2e
 
 def twofa(*args: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "shared.cli", *args],
+        [sys.executable, "-m", "services.cli", *args],
         env={**os.environ, **env},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

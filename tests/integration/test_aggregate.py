@@ -9,10 +9,12 @@ from typing import Any
 import asyncpg
 import pytest
 
-from shared.aggregate import Loaded, Repository
-from shared.db import MIGRATIONS_DIR, migrate
-from shared.events import DomainEvent, EventRegistry, NewEvent
-from shared.eventstore import ConcurrencyError, EventStore
+from shared.domain.base import DomainEvent
+from shared.eventstore.envelope import NewEvent
+from shared.eventstore.registry import EventRegistry
+from shared.eventstore.repository import Loaded, Repository
+from shared.eventstore.store import ConcurrencyError, EventStore
+from shared.platform.db import MIGRATIONS_DIR, migrate
 
 pytestmark = pytest.mark.integration
 

@@ -17,15 +17,16 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from fastapi import FastAPI
 
-from services.audit.handlers import rebuild
 from services.audit.main import create_app
-from shared.config import Settings
+from services.audit.usecases import rebuild
 from shared.domain import events as ev
-from shared.domain.events import REGISTRY
-from shared.events import EventMetadata, NewEvent
-from shared.eventstore import EventStore
-from shared.notify import Notifier
-from shared.tokens import SigningKeys, TokenIssuer
+from shared.eventstore.envelope import EventMetadata, NewEvent
+from shared.eventstore.notify import Notifier
+from shared.eventstore.registry import REGISTRY
+from shared.eventstore.store import EventStore
+from shared.platform.config import Settings
+from shared.security.keys import SigningKeys
+from shared.security.tokens import TokenIssuer
 from tests.kafka_helpers import eventually, read_topic
 from tests.servers import with_database
 from tests.support import (
@@ -285,7 +286,7 @@ async def test_rebuild_from_the_store_gives_the_same_entries(
         target = await asyncpg.create_pool(
             with_database(postgres_url, name), min_size=1, max_size=2
         )
-        from shared.db import create_pool
+        from shared.platform.db import create_pool
 
         await target.close()
         target = await create_pool(with_database(postgres_url, name), min_size=1, max_size=4)

@@ -13,8 +13,8 @@ import jwt
 import pytest
 
 from services.auth.main import create_app
-from shared.core import Core
-from shared.totp import time_step
+from services.auth.usecases.deps import AuthDeps
+from shared.security.totp import time_step
 from tests.support import (
     Clock,
     Enrolled,
@@ -34,7 +34,7 @@ PASSWORD = "correct horse battery staple"
 class Auth:
     client: httpx.AsyncClient
     other: httpx.AsyncClient  # a second app instance on the same store
-    core: Core
+    core: AuthDeps
     clock: Clock
 
 
@@ -44,7 +44,7 @@ async def auth(database_url: str) -> AsyncIterator[Auth]:
     clock = Clock()
     first, second = create_app(settings, clock=clock), create_app(settings, clock=clock)
     async with client_for(first) as one, client_for(second) as two:
-        yield Auth(one, two, first.state.core, clock)
+        yield Auth(one, two, first.state.deps, clock)
 
 
 def name() -> str:

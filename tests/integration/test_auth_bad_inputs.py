@@ -22,8 +22,9 @@ import pytest
 import pytest_asyncio
 
 from services.auth.main import create_app
-from shared.core import Core
-from shared.tokens import SigningKeys, TokenIssuer
+from services.auth.usecases.deps import AuthDeps
+from shared.security.keys import SigningKeys
+from shared.security.tokens import TokenIssuer
 from tests import servers
 from tests.support import (
     Clock,
@@ -66,7 +67,7 @@ TOKEN_FIELDS = {"mfa_token", "refresh_token", "device_token"}
 @dataclass
 class Env:
     client: httpx.AsyncClient
-    core: Core
+    core: AuthDeps
     clock: Clock
     username: str  # password only
     account_id: str
@@ -157,7 +158,7 @@ async def env(postgres_url: str, template_database: str) -> AsyncIterator[Env]:
     app = create_app(settings_for(servers.with_database(postgres_url, name)), clock=clock)
     try:
         async with client_for(app, raise_app_exceptions=False) as client:
-            core: Core = app.state.core
+            core: AuthDeps = app.state.deps
             username = fresh_name()
             account_id = await register(client, username)
             tokens = await password_login(client, username)

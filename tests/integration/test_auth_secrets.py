@@ -20,11 +20,12 @@ import pytest
 from aiokafka import ConsumerRecord
 
 from services.auth.main import create_app
-from shared.core import Core, account_stream, twofactor_stream
+from services.auth.usecases.deps import AuthDeps
 from shared.domain import events as ev
-from shared.domain.contract import PUBLIC_EVENTS
-from shared.domain.events import REGISTRY
-from shared.eventstore import START, EventStore
+from shared.eventstore.registry import REGISTRY
+from shared.eventstore.store import START, EventStore
+from shared.eventstore.streams import account_stream, twofactor_stream
+from shared.messaging.contract import PUBLIC_EVENTS
 from tests.kafka_helpers import read_topic
 from tests.secretsearch import Secret, leaks, log_lines
 from tests.support import Clock, client_for, enable_through_domain, otp, relaying, settings_for
@@ -64,7 +65,7 @@ def bearer(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-async def run_flow(client: httpx.AsyncClient, core: Core, clock: Clock) -> tuple[Flow, str]:
+async def run_flow(client: httpx.AsyncClient, core: AuthDeps, clock: Clock) -> tuple[Flow, str]:
     flow = Flow()
     flow.keep("old password", OLD_PASSWORD)
     flow.keep("new password", NEW_PASSWORD)
@@ -207,7 +208,7 @@ async def run_flow(client: httpx.AsyncClient, core: Core, clock: Clock) -> tuple
     return flow, account_id
 
 
-async def stored_secrets(core: Core, account_id: str) -> list[Secret]:
+async def stored_secrets(core: AuthDeps, account_id: str) -> list[Secret]:
     """The hashes and the ciphertext as the store holds them, and their distinctive parts."""
     found: list[Secret] = []
 
@@ -264,7 +265,7 @@ async def test_no_secret_reaches_kafka_logs_or_another_response(
     clock = Clock()
     app = create_app(settings_for(database_url), clock=clock)
     async with client_for(app) as client:
-        core: Core = app.state.core
+        core: AuthDeps = app.state.deps
         flow, account_id = await run_flow(client, core, clock)
         stored = await stored_secrets(core, account_id)
         rows = await core.pool.fetch(

@@ -12,8 +12,8 @@ import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from shared.consumer import ConsumerOptions, Delivery, EventConsumer, Handler
-from shared.integration import IntegrationEvent
+from shared.messaging.consumer import ConsumerOptions, Delivery, EventConsumer, Handler
+from shared.messaging.integration import IntegrationEvent
 from tests.kafka_helpers import eventually, read_topic
 
 pytestmark = pytest.mark.integration

@@ -18,12 +18,14 @@ import zxingcpp
 from PIL import Image
 
 from services.auth.main import create_app as auth_app
-from services.enrolment import handlers as enrolment
+from services.auth.usecases.account import set_role
+from services.auth.usecases.deps import AuthDeps
+from services.enrolment.adapters.qr import qr_image
 from services.enrolment.main import create_app as enrolment_app
-from shared import totp
-from shared.core import Core
-from shared.domain.events import REGISTRY
-from shared.eventstore import EventStore
+from shared.app.context import Context
+from shared.eventstore.registry import REGISTRY
+from shared.eventstore.store import EventStore
+from shared.security import totp
 from tests.kafka_helpers import eventually
 from tests.support import Clock, client_for, is_problem, otp, relaying, settings_for, with_kafka
 
@@ -37,7 +39,7 @@ class Stack:
     auth: httpx.AsyncClient
     enrol: httpx.AsyncClient
     enrol_two: httpx.AsyncClient  # a second enrolment instance on the same store
-    core: Core
+    core: AuthDeps
     clock: Clock
     enrolment_state: Any
 
@@ -56,7 +58,7 @@ async def stack(database_url: str, kafka_bootstrap: str, topic: str) -> AsyncIte
         enrolment_app(settings, clock=clock),
     )
     async with client_for(auth) as a, client_for(enrol) as e, client_for(enrol_two) as e2:
-        core: Core = auth.state.core
+        core: AuthDeps = auth.state.deps
         async with relaying(database_url, EventStore(core.pool, REGISTRY), kafka_bootstrap, topic):
             yield Stack(a, e, e2, core, clock, enrol.state)
 
@@ -130,8 +132,8 @@ async def enable(stack: Stack, token: str) -> tuple[str, list[str]]:
 def test_qr_codes_decode_to_the_exact_uri_for_any_label(label: str) -> None:
     secret = totp.new_secret()
     uri = totp.provisioning_uri(secret, issuer="Partner Portal: EU", account=label)
-    assert decode_png(enrolment.qr_image(uri, "png")) == uri
-    svg = enrolment.qr_image(uri, "svg").decode()
+    assert decode_png(qr_image(uri, "png")) == uri
+    svg = qr_image(uri, "svg").decode()
     assert decode_png(bytes(resvg_py.svg_to_bytes(svg_string=svg))) == uri
     parts = urlsplit(uri)
     assert parts.scheme == "otpauth" and parts.netloc == "totp"
@@ -329,11 +331,7 @@ async def support_user(stack: Stack) -> tuple[str, str, str]:
     """A support account with 2FA on, logged in with the second factor (acr aal2)."""
     username, account_id = await register(stack)
     await stack.core.pool.execute("SELECT 1")
-    from services.auth import handlers
-
-    await handlers.set_role(
-        stack.core, handlers.Context(), username=username, role="support", granted=True
-    )
+    await set_role(stack.core, Context(), username=username, role="support", granted=True)
     token = (await login(stack, username))["access_token"]
     secret, _ = await enable(stack, token)
     stack.clock.advance(seconds=30)

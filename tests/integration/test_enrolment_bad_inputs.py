@@ -25,15 +25,17 @@ import orjson
 import pytest
 import pytest_asyncio
 
-from services.auth import handlers as auth_handlers
 from services.auth.main import create_app as auth_app
+from services.auth.usecases.account import set_role
+from services.auth.usecases.deps import AuthDeps
 from services.enrolment.main import create_app as enrolment_app
-from shared import recovery
-from shared.core import Core
-from shared.domain.events import REGISTRY
-from shared.eventstore import EventStore
-from shared.kafka import ensure_topics
-from shared.tokens import SigningKeys, TokenIssuer
+from shared.app.context import Context
+from shared.eventstore.registry import REGISTRY
+from shared.eventstore.store import EventStore
+from shared.messaging.kafka import ensure_topics
+from shared.security import recovery
+from shared.security.keys import SigningKeys
+from shared.security.tokens import TokenIssuer
 from tests import servers
 from tests.kafka_helpers import eventually
 from tests.support import (
@@ -88,7 +90,7 @@ class User:
 class Env:
     auth: httpx.AsyncClient
     enrol: httpx.AsyncClient
-    core: Core
+    core: AuthDeps
     clock: Clock
     users: dict[str, User] = field(default_factory=dict)
     request_id: str = ""
@@ -131,9 +133,7 @@ async def plain_user(env: Env, *, role: str | None = None) -> tuple[str, User]:
     username = fresh_name()
     account_id = await register(env, username)
     if role:
-        await auth_handlers.set_role(
-            env.core, auth_handlers.Context(), username=username, role=role, granted=True
-        )
+        await set_role(env.core, Context(), username=username, role=role, granted=True)
     token = (await password_login(env, username))["access_token"]
     env.secrets.add(token)
     return username, User(account_id, token, session_of(token))
@@ -144,9 +144,7 @@ async def two_factor_user(env: Env, *, role: str | None = None) -> tuple[str, Us
     username = fresh_name()
     account_id = await register(env, username)
     if role:
-        await auth_handlers.set_role(
-            env.core, auth_handlers.Context(), username=username, role=role, granted=True
-        )
+        await set_role(env.core, Context(), username=username, role=role, granted=True)
     enrolled = await enable_through_domain(env.core, account_id, env.clock())
     env.secrets |= {enrolled.secret, *enrolled.codes, *(c.replace("-", "") for c in enrolled.codes)}
     challenge = (await password_login(env, username))["mfa_token"]
@@ -259,7 +257,7 @@ async def env(
             client_for(auth, raise_app_exceptions=False) as a,
             client_for(enrol, raise_app_exceptions=False) as e,
         ):
-            core: Core = auth.state.core
+            core: AuthDeps = auth.state.deps
             store = EventStore(core.pool, REGISTRY)
             async with relaying(database_url, store, kafka_bootstrap, topic):
                 yield await build_env(a, e, core, clock)
@@ -268,7 +266,7 @@ async def env(
 
 
 async def build_env(
-    auth: httpx.AsyncClient, enrol: httpx.AsyncClient, core: Core, clock: Clock
+    auth: httpx.AsyncClient, enrol: httpx.AsyncClient, core: AuthDeps, clock: Clock
 ) -> Env:
     env = Env(auth, enrol, core, clock)
     env.secrets |= {PASSWORD, NEW_PASSWORD}

@@ -28,14 +28,16 @@ import pytest
 import resvg_py
 from aiokafka import ConsumerRecord
 
-from services.auth import handlers as auth_handlers
 from services.auth.main import create_app as auth_app
+from services.auth.usecases.account import set_role
+from services.auth.usecases.deps import AuthDeps
 from services.enrolment.main import create_app as enrolment_app
-from shared.core import Core, account_stream, twofactor_stream
+from shared.app.context import Context
 from shared.domain import events as ev
-from shared.domain.contract import PUBLIC_EVENTS
-from shared.domain.events import REGISTRY
-from shared.eventstore import START, EventStore
+from shared.eventstore.registry import REGISTRY
+from shared.eventstore.store import START, EventStore
+from shared.eventstore.streams import account_stream, twofactor_stream
+from shared.messaging.contract import PUBLIC_EVENTS
 from tests.integration.test_enrolment_api import decode_png
 from tests.kafka_helpers import event_ids, eventually, read_topic
 from tests.secretsearch import Secret, leaks, log_lines
@@ -66,7 +68,7 @@ class Flow:
 
     auth: httpx.AsyncClient
     enrol: httpx.AsyncClient
-    core: Core
+    core: AuthDeps
     clock: Clock
     secrets: list[Secret] = field(default_factory=list)
     answers: list[Answer] = field(default_factory=list)
@@ -197,9 +199,7 @@ async def support_user(flow: Flow, who: str) -> tuple[str, str]:
     """A support account with 2FA on, logged in with an OTP (acr aal2): (id, token)."""
     password = f"the passphrase of {who} {uuid.uuid4().hex[:6]}"
     username, account_id = await register(flow, who, password)
-    await auth_handlers.set_role(
-        flow.core, auth_handlers.Context(), username=username, role="support", granted=True
-    )
+    await set_role(flow.core, Context(), username=username, role="support", granted=True)
     first = await login(flow, f"{who} logs in", username, password)
     spare = await login(flow, f"{who} logs in elsewhere", username, password)
     secret, _ = await start_enrolment(flow, who, first["access_token"])
@@ -337,7 +337,7 @@ async def support_reset(flow: Flow) -> None:
 # What the store holds, and what Kafka got ---------------------------------------------
 
 
-async def stored_secrets(core: Core, accounts: list[str]) -> list[Secret]:
+async def stored_secrets(core: AuthDeps, accounts: list[str]) -> list[Secret]:
     """Hashes and ciphertexts as the events table holds them, and their distinctive parts."""
     found: list[Secret] = []
 
@@ -413,7 +413,7 @@ async def flow(
     clock = Clock()
     auth, enrol = auth_app(settings, clock=clock), enrolment_app(settings, clock=clock)
     async with client_for(auth) as a, client_for(enrol) as e:
-        core: Core = auth.state.core
+        core: AuthDeps = auth.state.deps
         async with relaying(database_url, EventStore(core.pool, REGISTRY), kafka_bootstrap, topic):
             yield Flow(a, e, core, clock)
 

@@ -9,9 +9,16 @@ from urllib.parse import urlsplit
 import asyncpg
 import pytest
 
-from shared.domain.events import REGISTRY, EmailChanged, PasswordChanged
-from shared.events import EventMetadata, NewEvent
-from shared.eventstore import START, Checkpoint, ConcurrencyError, DuplicateEventError, EventStore
+from shared.domain.events import EmailChanged, PasswordChanged
+from shared.eventstore.envelope import EventMetadata, NewEvent
+from shared.eventstore.registry import REGISTRY
+from shared.eventstore.store import (
+    START,
+    Checkpoint,
+    ConcurrencyError,
+    DuplicateEventError,
+    EventStore,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -199,7 +206,8 @@ async def test_old_rows_are_read_through_upcasters(store: EventStore, pool: asyn
     from dataclasses import dataclass
     from typing import Any
 
-    from shared.events import DomainEvent, EventRegistry
+    from shared.domain.base import DomainEvent
+    from shared.eventstore.registry import EventRegistry
 
     registry = EventRegistry()
 

@@ -12,7 +12,7 @@ import pytest
 from aiokafka.errors import KafkaConnectionError
 from fastapi import FastAPI
 
-from shared.http import install_common
+from shared.web.middleware import install_common
 from tests.support import is_problem, served
 
 pytestmark = pytest.mark.integration

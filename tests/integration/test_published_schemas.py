@@ -13,10 +13,10 @@ import asyncpg
 import orjson
 import pytest
 
-from shared.domain.contract import PUBLIC_EVENTS
-from shared.domain.events import REGISTRY
-from shared.events import EventMetadata, NewEvent
-from shared.eventstore import EventStore
+from shared.eventstore.envelope import EventMetadata, NewEvent
+from shared.eventstore.registry import REGISTRY
+from shared.eventstore.store import EventStore
+from shared.messaging.contract import PUBLIC_EVENTS
 from tests.kafka_helpers import event_ids, read_topic
 from tests.samples import sample_event, secret_strings
 from tests.support import make_relay, running

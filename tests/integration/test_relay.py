@@ -10,15 +10,16 @@ import orjson
 import pytest
 from aiokafka.admin import AIOKafkaAdminClient
 
-from shared import relay as relay_module
-from shared.db import connect
-from shared.domain.events import REGISTRY, AccountRegistered, EmailChanged, PasswordChanged
-from shared.events import NewEvent
-from shared.eventstore import EventStore
-from shared.integration import IntegrationMap, Publish
-from shared.kafka import ensure_topics
-from shared.notify import Notifier
-from shared.relay import Relay, RelayOptions
+from shared.domain.events import AccountRegistered, EmailChanged, PasswordChanged
+from shared.eventstore.envelope import NewEvent
+from shared.eventstore.notify import Notifier
+from shared.eventstore.registry import REGISTRY
+from shared.eventstore.store import EventStore
+from shared.messaging import relay as relay_module
+from shared.messaging.integration import IntegrationMap, Publish
+from shared.messaging.kafka import ensure_topics
+from shared.messaging.relay import Relay, RelayOptions
+from shared.platform.db import connect
 from tests.kafka_helpers import event_ids, eventually, read_topic
 from tests.samples import SECRET_MARKERS
 from tests.support import make_relay, running
@@ -144,7 +145,7 @@ async def test_unmapped_event_stops_the_relay_instead_of_leaking(
         [NewEvent(EmailChanged(email="new@example.org", previous_email="old@example.org"))],
         0,
     )
-    from shared.integration import UnmappedEventError
+    from shared.messaging.integration import UnmappedEventError
 
     with pytest.raises(UnmappedEventError):
         await asyncio.wait_for(relay.run(asyncio.Event()), 15)

@@ -3,7 +3,7 @@
 ``test_properties.py`` runs every command against the real aggregates and against this
 model and compares. The model plays the user and their phone, so it holds cleartext
 (TOTP secrets, recovery codes, passwords) that the aggregates never see. It computes
-OTPs with ``cryptography``'s HOTP, not with ``shared.totp``, and its lockout and
+OTPs with ``cryptography``'s HOTP, not with ``shared.security.totp``, and its lockout and
 throttle lengths by doubling step by step, not with the policies' own formulas.
 """
 
@@ -17,7 +17,7 @@ from datetime import UTC, datetime, timedelta
 from cryptography.hazmat.primitives.hashes import SHA1
 from cryptography.hazmat.primitives.twofactor.hotp import HOTP
 
-from shared.domain.account import PasswordPolicy
+from shared.domain.account.password import PasswordPolicy
 from shared.domain.errors import (
     AlreadyEnabled,
     DomainError,
@@ -25,8 +25,8 @@ from shared.domain.errors import (
     NotAllowed,
     NotEnabled,
 )
-from shared.domain.twofactor import Policy
-from shared.recovery import ALPHABET
+from shared.domain.twofactor.policy import Policy
+from shared.security.recovery import ALPHABET
 
 __all__ = ["Expect", "Model", "ModelSession", "phone_code", "recovery_code", "totp_secret"]
 

@@ -21,9 +21,9 @@ from pathlib import Path
 import asyncpg
 import httpx
 
-from shared.db import ensure_database, ensure_service_role, migrate
-from shared.devservers import EmbeddedBroker, EmbeddedPostgres, free_port
-from shared.devstack import SERVICE_ROLE, dev_keys
+from shared.devtools.keys import dev_keys
+from shared.devtools.servers import SERVICE_ROLE, EmbeddedBroker, EmbeddedPostgres, free_port
+from shared.platform.db import ensure_database, ensure_service_role, migrate
 
 __all__ = ["SERVICES", "Stack"]
 
@@ -130,7 +130,7 @@ class Stack:
         dsn += f"{'&' if '?' in dsn else '?'}application_name={name}"
         with process.log.open("ab") as log:
             process.popen = subprocess.Popen(
-                [sys.executable, "-m", "shared.cli", *process.argv],
+                [sys.executable, "-m", "services.cli", *process.argv],
                 env={**self.env, "TWOFA_DATABASE_URL": dsn},
                 stdout=log,
                 stderr=subprocess.STDOUT,

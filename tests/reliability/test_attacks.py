@@ -26,7 +26,8 @@ import httpx
 import pytest
 import pytest_asyncio
 
-from shared.tokens import SigningKeys, TokenIssuer
+from shared.security.keys import SigningKeys
+from shared.security.tokens import TokenIssuer
 from tests.kafka_helpers import eventually
 from tests.reliability.report import REPORT
 from tests.reliability.stack import Stack
@@ -182,7 +183,7 @@ def now() -> datetime:
 
 def cli(stack: Stack, *argv: str, stdin: str = "") -> str:
     done = subprocess.run(
-        [sys.executable, "-m", "shared.cli", *argv],
+        [sys.executable, "-m", "services.cli", *argv],
         env=stack.env,
         input=stdin,
         capture_output=True,

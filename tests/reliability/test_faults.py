@@ -36,10 +36,10 @@ import httpx
 import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from shared.db import create_pool
-from shared.domain.contract import PUBLIC_EVENTS
-from shared.domain.events import REGISTRY
-from shared.eventstore import START, Checkpoint, EventStore
+from shared.eventstore.registry import REGISTRY
+from shared.eventstore.store import START, Checkpoint, EventStore
+from shared.messaging.contract import PUBLIC_EVENTS
+from shared.platform.db import create_pool
 from tests.reliability.report import REPORT
 from tests.reliability.stack import Stack
 from tests.reliability.sweep import Recorder, assert_no_secrets
@@ -266,7 +266,7 @@ async def security_token(stack: Stack, load: Load) -> str:
     password = load.recorder.secret("password", f"pw-{secrets.token_urlsafe(12)}")
     created = await asyncio.to_thread(
         subprocess.run,
-        [sys.executable, "-m", "shared.cli", "accounts", "create", "--username", username,
+        [sys.executable, "-m", "services.cli", "accounts", "create", "--username", username,
          "--email", f"{username}@example.org", "--password-stdin", "--role", "security"],
         input=f"{password}\n".encode(),
         env=stack.env,

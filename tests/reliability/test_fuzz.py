@@ -13,7 +13,7 @@ security user. Where a generated field has a real counterpart (the password, an 
 refresh token, the current OTP, a recovery code, an account or reset request id), some
 cases carry the real value instead, so the code behind the check runs too. Who picks
 which is a hash of the generated value: the same seed makes the same run. The people are
-made by a second replica's ``Core`` in an event loop of its own (the "backstage"). No relay
+made by a second replica's ``AuthDeps`` in an event loop of its own (the "backstage"). No relay
 runs during the fuzzing and the auth app runs without its Kafka consumer (the only one
 that appends events), so nothing but the requests writes events and the count is exact.
 """
@@ -38,22 +38,25 @@ from schemathesis.errors import FailureGroup
 from schemathesis.openapi.checks import RejectedPositiveData
 from starlette.types import Receive, Scope, Send
 
-from services.audit.log import encode_cursor
+from services.audit.adapters.log_store import encode_cursor
 from services.audit.main import create_app as audit_app
-from services.auth import handlers as auth
-from services.auth.devices import DeviceTokens
+from services.auth.main import build_deps
 from services.auth.main import create_app as auth_app
-from services.enrolment import handlers as enrolment
+from services.auth.usecases import account as accounts
+from services.auth.usecases import login as logins
+from services.auth.usecases.deps import AuthDeps
+from services.auth.usecases.sessions import TokenSet
 from services.enrolment.main import create_app as enrolment_app
-from shared.config import Settings
-from shared.core import Core
-from shared.db import create_pool
-from shared.domain.contract import PUBLIC_EVENTS
-from shared.eventstore import EventStore
-from shared.kafka import ensure_topics
-from shared.relay import Relay, RelayOptions
-from shared.secondfactor import Proof
-from shared.tokens import Claims
+from services.enrolment.usecases import enrolment, reset
+from shared.app.context import Context
+from shared.app.secondfactor import Proof
+from shared.eventstore.store import EventStore
+from shared.messaging.contract import PUBLIC_EVENTS
+from shared.messaging.kafka import ensure_topics
+from shared.messaging.relay import Relay, RelayOptions
+from shared.platform.config import Settings
+from shared.platform.db import create_pool
+from shared.security.tokens import Claims
 from tests import servers
 from tests.kafka_helpers import eventually
 from tests.reliability.report import REPORT
@@ -134,17 +137,16 @@ class Person:
 
 
 class Backstage:
-    """A second replica's ``Core`` in a loop of its own: makes people, reads the store.
+    """A second replica's ``AuthDeps`` in a loop of its own: makes people, reads the store.
 
     People the auth service sees log in for real, since it checks sessions in the store;
     the enrolment service only checks a token's signature, so its people get tokens signed
     with the same keys (three password checks fewer each: cases stay cheap).
     """
 
-    def __init__(self, portal: BlockingPortal, core: Core, devices: DeviceTokens) -> None:
+    def __init__(self, portal: BlockingPortal, core: AuthDeps) -> None:
         self.portal = portal
         self.core = core
-        self.devices = devices
 
     def run(self, work: Callable[[], Awaitable[T]]) -> T:
         return self.portal.call(work)
@@ -153,12 +155,12 @@ class Backstage:
         """A new account; with 2FA on if asked; logged in (acr aal2 with 2FA), or not but
         holding a token of the same keys."""
         username = f"fuzz-{uuid.uuid4().hex[:12]}"
-        ctx = auth.Context()
-        account_id = await auth.register_account(
+        ctx = Context()
+        account_id = await accounts.register_account(
             self.core, ctx, username=username, email=f"{username}@example.org", password=PASSWORD
         )
         for role in roles:
-            await auth.set_role(self.core, ctx, username=username, role=role, granted=True)
+            await accounts.set_role(self.core, ctx, username=username, role=role, granted=True)
         person = Person(account_id, username, access_token="")
         if two_factor:
             enrolled = await enable_through_domain(self.core, account_id, self.core.clock())
@@ -166,10 +168,9 @@ class Backstage:
         if not session:
             return replace(person, access_token=self._token(account_id, roles, two_factor))
         tokens = await self._login(username)
-        if isinstance(tokens, auth.MfaChallenge):
-            tokens = await auth.login_mfa(
+        if isinstance(tokens, logins.MfaChallenge):
+            tokens = await logins.login_mfa(
                 self.core,
-                self.devices,
                 ctx,
                 mfa_token=tokens.mfa_token,
                 proof=Proof(recovery_code=person.codes.pop()),
@@ -180,31 +181,31 @@ class Backstage:
         """2FA on, and a login waiting for the second factor (its mfa token)."""
         person = await self.person(two_factor=True, session=False)
         challenge = await self._login(person.username)
-        assert isinstance(challenge, auth.MfaChallenge)
+        assert isinstance(challenge, logins.MfaChallenge)
         return replace(person, mfa_token=challenge.mfa_token)
 
     async def pending(self) -> Person:
         """Enrolment started, not yet confirmed."""
         person = await self.person(session=False)
-        started = await enrolment.start(self.core, self._claims(person), uuid.uuid4())
+        started = await enrolment.start(self.core, Context(), self._claims(person))
         return replace(person, secret=started.secret)
 
     async def reset_target(self, requester: Person) -> Person:
         """2FA on, with a support reset opened by ``requester``."""
         target = await self.person(two_factor=True, session=False)
-        request_id = await enrolment.request_reset(
-            self.core, self._claims(requester), target.account_id, TICKET, REASON, uuid.uuid4()
+        claims = self._claims(requester)
+        request_id = await reset.request_reset(
+            self.core, Context(), claims, target.account_id, TICKET, REASON
         )
         return replace(target, request_id=request_id)
 
     async def last_position(self) -> int:
         return int(await self.core.pool.fetchval("SELECT coalesce(max(position), 0) FROM events"))
 
-    async def _login(self, username: str) -> auth.TokenSet | auth.MfaChallenge:
-        return await auth.login(
+    async def _login(self, username: str) -> TokenSet | logins.MfaChallenge:
+        return await logins.login(
             self.core,
-            self.devices,
-            auth.Context(),
+            Context(),
             username=username,
             password=PASSWORD,
             device_token=None,
@@ -244,7 +245,7 @@ class Scene:
     cast: Cast
 
 
-async def feed_audit(settings: Settings, core: Core, watched: str) -> None:
+async def feed_audit(settings: Settings, core: AuthDeps, watched: str) -> None:
     """Relay what happened so far to Kafka and let an audit app ingest it, then stop both."""
     assert settings.kafka_bootstrap_servers is not None
     relay = Relay(
@@ -286,10 +287,8 @@ def scene(postgres_url: str, template_database: str, kafka_bootstrap: str) -> It
             portal.call(ensure_topics, kafka_bootstrap, [topic, topic + ".dlq"])
             pool = portal.call(lambda: create_pool(settings.require_database_url(), max_size=4))
             try:
-                core = Core.build(settings, pool)
-                backstage = Backstage(
-                    portal, core, DeviceTokens(settings.server_key("device_token_key"))
-                )
+                core = build_deps(settings, pool)
+                backstage = Backstage(portal, core)
                 support_a = backstage.run(lambda: backstage.person("support", two_factor=True))
                 cast = Cast(
                     support_a=support_a,

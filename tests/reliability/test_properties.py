@@ -30,15 +30,18 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from shared import totp
-from shared.crypto import KeyRing
 from shared.domain import account as acct
 from shared.domain import events as ev
 from shared.domain import twofactor as tf
-from shared.domain.contract import PUBLIC_EVENTS
+from shared.domain.base import DomainEvent
 from shared.domain.errors import DomainError, NotAllowed, NotEnabled
-from shared.events import DomainEvent, EventMetadata, RecordedEvent
-from shared.recovery import RecoveryCodeHasher, normalize
+from shared.eventstore.envelope import EventMetadata, RecordedEvent
+from shared.eventstore.registry import REGISTRY
+from shared.eventstore.snapshots import AccountFold, TwoFactorFold
+from shared.messaging.contract import PUBLIC_EVENTS
+from shared.security import totp
+from shared.security.crypto import KeyRing
+from shared.security.recovery import RecoveryCodeHasher, normalize
 from tests.reliability.flow_model import (
     WINDOW,
     Expect,
@@ -187,8 +190,8 @@ class FlowMachine(RuleBasedStateMachine):
         log = self.logs[stream]
         loaded_version = len(log)
         for event in events:
-            data = orjson.loads(ev.REGISTRY.encode(event))
-            stored = ev.REGISTRY.decode(event.type, event.schema_version, data)
+            data = orjson.loads(REGISTRY.encode(event))
+            stored = REGISTRY.decode(event.type, event.schema_version, data)
             assert stored == event, f"{event.type} changes on its way through the store"
             self._check_secrets(stream, stored, len(log) + 1)
             if stream == TWOFACTOR:
@@ -202,9 +205,9 @@ class FlowMachine(RuleBasedStateMachine):
             SEEN[stored.type] += 1
         if len(log) // self.snapshot_every > loaded_version // self.snapshot_every:
             snapshot = (
-                tf.TwoFactorFold().to_snapshot(self.twofactor)
+                TwoFactorFold().to_snapshot(self.twofactor)
                 if stream == TWOFACTOR
-                else acct.AccountFold().to_snapshot(self.account)
+                else AccountFold().to_snapshot(self.account)
             )
             self.snapshots[stream] = (len(log), orjson.dumps(snapshot))
 
@@ -246,7 +249,7 @@ class FlowMachine(RuleBasedStateMachine):
         return Proof(method, text.upper().replace("-", " ") if n % 2 else text)
 
     def _verdict(self, proof: Proof, purpose: str) -> tf.Verdict:
-        """``shared.secondfactor.check``: match the code outside the domain, then decide."""
+        """``shared.app.secondfactor.verdict_on``: match the code outside, then decide."""
         state, now = self.twofactor, self.now
         if proof.method == tf.TOTP:
             step = None
@@ -277,7 +280,7 @@ class FlowMachine(RuleBasedStateMachine):
     def _prove(
         self, pick: int, right: bool, spec: OtpSpec | None, purpose: str
     ) -> tuple[str, tuple[str, ...]] | None:
-        """``services.auth.handlers._prove``: the session, the password, then the second
+        """``services.auth.usecases.account._prove``: the session, the password, then the second
         factor when it is on. The session and amr, or None when refused (after recording
         what the refusal records: a password or second-factor failure, nothing else)."""
         m, now = self.model, self.now
@@ -375,7 +378,7 @@ class FlowMachine(RuleBasedStateMachine):
 
     @rule(right=st.booleans(), trusted=st.booleans())
     def log_in(self, right: bool, trusted: bool) -> None:
-        """``services.auth.handlers.login`` from the throttle check on."""
+        """``services.auth.usecases.login.login`` from the throttle check on."""
         self._begin()
         m, now = self.model, self.now
         retry = acct.retry_password_at(self.account, trusted, now, self.passwords)
@@ -400,7 +403,7 @@ class FlowMachine(RuleBasedStateMachine):
 
     @rule(pick=PICK, spec=PROOFS)
     def log_in_second_step(self, pick: int, spec: OtpSpec) -> None:
-        """``services.auth.handlers.login_mfa``: an open challenge, then the second factor."""
+        """``services.auth.usecases.login.login_mfa``: an open challenge, then the second factor."""
         self._begin()
         m, now = self.model, self.now
         cid = (
@@ -459,7 +462,7 @@ class FlowMachine(RuleBasedStateMachine):
 
     @rule(pick=PICK, which=st.sampled_from(["current", "spent", "forged", "future"]), back=PICK)
     def refresh(self, pick: int, which: str, back: int) -> None:
-        """``services.auth.handlers.refresh``: rotate, or revoke on a spent token."""
+        """``services.auth.usecases.sessions.refresh``: rotate, or revoke on a spent token."""
         self._begin()
         m, now = self.model, self.now
         sid = self.session_ids[-1 - pick % len(self.session_ids)] if self.session_ids else "s0"
@@ -529,14 +532,14 @@ class FlowMachine(RuleBasedStateMachine):
 
     @rule(spec=CONFIRM_PROOFS)
     def confirm_enrolment(self, spec: OtpSpec) -> None:
-        """``services.enrolment.handlers.confirm``."""
+        """``services.enrolment.usecases.enrolment.confirm``."""
         self._begin()
         codes, hashes = self._new_codes()
         proof = self._typed(spec)
         session = self.session_ids[-1] if self.session_ids else None
         expected = self.model.confirm(proof.text, codes, self.now, session)
         try:
-            sealed = tf.pending_secret(self.twofactor, self.now)
+            sealed = tf.secret_to_confirm(self.twofactor, self.now)
             secret = KEYRING.decrypt(sealed, AAD).decode()
             step = totp.match_step(secret, proof.text, self.now, window=WINDOW)
         except DomainError:
@@ -557,7 +560,7 @@ class FlowMachine(RuleBasedStateMachine):
 
     @rule(spec=PROOFS)
     def regenerate_codes(self, spec: OtpSpec) -> None:
-        """``services.enrolment.handlers.regenerate_codes``."""
+        """``services.enrolment.usecases.enrolment.regenerate_codes``."""
         self._begin()
         codes, hashes = self._new_codes()
         verdict = self._second_factor(self._typed(spec), "regenerate_codes")
@@ -573,7 +576,7 @@ class FlowMachine(RuleBasedStateMachine):
 
     @rule(spec=PROOFS)
     def disable(self, spec: OtpSpec) -> None:
-        """``services.enrolment.handlers.disable``: the second factor one last time."""
+        """``services.enrolment.usecases.enrolment.disable``: the second factor one last time."""
         self._begin()
         proof = self._typed(spec)
         verdict = self._second_factor(proof, "disable")
@@ -693,7 +696,7 @@ class FlowMachine(RuleBasedStateMachine):
 
     def _check_twofactor_event(self, event: DomainEvent) -> None:
         before, now, policy = self.twofactor, self.now, self.policy
-        locked, due = tf.is_locked(before, now), tf.reset_isdue_events(before, now)
+        locked, due = tf.is_locked(before, now), tf.reset_is_due(before, now)
         reset = before.reset
         match event:
             case ev.EnrolmentStarted():
@@ -777,7 +780,7 @@ class FlowMachine(RuleBasedStateMachine):
             case ev.LoginFailed():
                 count = before.throttle(event.trusted_device).failures
                 assert event.consecutive_failures == count + 1 and event.at == now
-            case ev.PasswordVerified():
+            case ev.MfaChallengeOpened():
                 assert needs, "an mfa challenge opened while 2FA is off"
             case ev.LoginSucceeded() if event.challenge_id is None:
                 assert not needs, "logged in without the second factor"
@@ -800,7 +803,7 @@ class FlowMachine(RuleBasedStateMachine):
                 raise AssertionError(f"{event.type} on the account stream")
 
     def _check_secrets(self, stream: str, event: DomainEvent, version: int) -> None:
-        stored = ev.REGISTRY.encode(event)
+        stored = REGISTRY.encode(event)
         assert not [s for s in self.cleartext if s in stored], f"{event.type} holds a secret"
         meta = EventMetadata(actor="property-test", occurred_at=self.now)
         recorded = RecordedEvent(
@@ -832,7 +835,7 @@ class FlowMachine(RuleBasedStateMachine):
         expected = tuple(None if c in m.spent else self.code_hash[c] for c in m.codes)
         assert state.code_hashes == expected, "recovery codes differ from the model's"
         try:
-            pending = KEYRING.decrypt(tf.pending_secret(state, now), AAD).decode()
+            pending = KEYRING.decrypt(tf.secret_to_confirm(state, now), AAD).decode()
         except DomainError:
             pending = None
         assert pending == (m.pending[0] if m.pending and m.pending[1] > now else None)
@@ -878,7 +881,7 @@ class FlowMachine(RuleBasedStateMachine):
         acct_events = [e for _, e in self.logs[ACCOUNT]]
         assert tf.fold(tf.TwoFactorState(), tf_events) == self.twofactor
         assert acct.fold(acct.AccountState(), acct_events) == self.account
-        tf_fold, acct_fold = tf.TwoFactorFold(), acct.AccountFold()
+        tf_fold, acct_fold = TwoFactorFold(), AccountFold()
         if TWOFACTOR in self.snapshots:
             version, data = self.snapshots[TWOFACTOR]
             restored = tf_fold.from_snapshot(orjson.loads(data))

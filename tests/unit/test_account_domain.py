@@ -9,8 +9,9 @@ import pytest
 
 from shared.domain import account as acct
 from shared.domain import events as ev
+from shared.domain.base import DomainEvent
 from shared.domain.errors import NotAllowed
-from shared.events import DomainEvent
+from shared.eventstore.snapshots import AccountFold
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 POLICY = acct.PasswordPolicy()
@@ -158,7 +159,7 @@ def test_snapshot_round_trips() -> None:
     state = fail(logged_in("s1", "s2"), 3, True, NOW)
     state = acct.fold(state, acct.open_challenge("c9", NOW, timedelta(minutes=5)))
     state = acct.fold(state, acct.set_role(state, "security", True))
-    fold = acct.AccountFold()
+    fold = AccountFold()
     assert fold.from_snapshot(orjson.loads(orjson.dumps(fold.to_snapshot(state)))) == state
 
 

@@ -8,7 +8,7 @@ import secrets
 
 import pytest
 
-from shared.config import ConfigurationError, Settings
+from shared.platform.config import ConfigurationError, Settings
 
 
 def key() -> str:

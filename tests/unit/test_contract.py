@@ -9,10 +9,10 @@ from datetime import UTC, datetime
 import orjson
 import pytest
 
-from shared.domain.contract import PUBLIC_EVENTS
-from shared.domain.events import REGISTRY
-from shared.events import EventMetadata, RecordedEvent
-from shared.integration import (
+from shared.eventstore.envelope import EventMetadata, RecordedEvent
+from shared.eventstore.registry import REGISTRY
+from shared.messaging.contract import PUBLIC_EVENTS
+from shared.messaging.integration import (
     IntegrationEvent,
     IntegrationMap,
     MalformedEventError,

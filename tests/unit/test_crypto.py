@@ -6,7 +6,7 @@ import secrets
 
 import pytest
 
-from shared.crypto import DecryptionError, KeyRing, constant_time_equals
+from shared.security.crypto import DecryptionError, KeyRing, constant_time_equals
 
 
 def ring(*kids: str, active: str | None = None, keys: dict[str, bytes] | None = None) -> KeyRing:

@@ -31,9 +31,9 @@ import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
 import yaml
 
-from shared.cli import SERVICES
-from shared.config import ConfigurationError, Settings
-from shared.tokens import SigningKeys
+from services.cli import SERVICES
+from shared.platform.config import ConfigurationError, Settings
+from shared.security.keys import SigningKeys
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "docker-compose.yml"

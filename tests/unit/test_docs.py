@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from shared.config import Settings
+from shared.platform.config import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 

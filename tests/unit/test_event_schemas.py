@@ -28,12 +28,13 @@ from jsonschema import Draft7Validator, Draft202012Validator
 from referencing import Registry
 from referencing.jsonschema import DRAFT7
 
-from shared.consumer import ConsumerOptions, EventConsumer
-from shared.core import account_stream, twofactor_stream
-from shared.domain.contract import PUBLIC_EVENTS
-from shared.domain.events import REGISTRY
-from shared.events import DomainEvent, EventMetadata, RecordedEvent
-from shared.integration import IntegrationEvent, MalformedEventError, Publish
+from shared.domain.base import DomainEvent
+from shared.eventstore.envelope import EventMetadata, RecordedEvent
+from shared.eventstore.registry import REGISTRY
+from shared.eventstore.streams import account_stream, twofactor_stream
+from shared.messaging.consumer import ConsumerOptions, EventConsumer
+from shared.messaging.contract import PUBLIC_EVENTS
+from shared.messaging.integration import IntegrationEvent, MalformedEventError, Publish
 from tests.samples import sample_event
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -11,8 +11,9 @@ from typing import Any
 import orjson
 import pytest
 
-from shared.domain.events import REGISTRY
-from shared.events import DomainEvent, EventMetadata, EventRegistry, UnknownEventTypeError
+from shared.domain.base import DomainEvent
+from shared.eventstore.envelope import EventMetadata
+from shared.eventstore.registry import REGISTRY, EventRegistry, UnknownEventTypeError
 from tests.samples import sample_event
 
 

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared.passwords import MAX_LENGTH, MIN_LENGTH, PasswordHasher, check_password
+from shared.security.passwords import MAX_LENGTH, MIN_LENGTH, PasswordHasher, check_password
 
 
 @pytest.fixture(scope="module")

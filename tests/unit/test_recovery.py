@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared.recovery import ALPHABET, CODE_LENGTH, RecoveryCodeHasher, new_codes, normalize
+from shared.security.recovery import ALPHABET, CODE_LENGTH, RecoveryCodeHasher, new_codes, normalize
 
 DISPLAY_FORM = re.compile(r"[0-9a-z]{4}-[0-9a-z]{4}-[0-9a-z]{4}-[0-9a-z]{4}")
 CODE = "7k3m-9qxa-c2vt-h8pw"

@@ -19,7 +19,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared.tokens import Claims, SigningKeys, TokenError, TokenIssuer, TokenVerifier
+from shared.security.keys import SigningKeys
+from shared.security.tokens import Claims, TokenError, TokenIssuer, TokenVerifier
 
 ISSUER = "https://auth.twofa.test"
 AUDIENCE = "portal"

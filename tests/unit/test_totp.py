@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from shared.totp import code_at, match_step, new_secret, provisioning_uri, time_step
+from shared.security.totp import code_at, match_step, new_secret, provisioning_uri, time_step
 from tests.support import otp
 
 # The ASCII key "12345678901234567890" used by RFC 4226 and RFC 6238, in base32.

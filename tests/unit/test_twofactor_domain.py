@@ -9,8 +9,9 @@ import pytest
 
 from shared.domain import events as ev
 from shared.domain import twofactor as tf
+from shared.domain.base import DomainEvent
 from shared.domain.errors import AlreadyEnabled, NoPendingEnrolment, NotAllowed, NotEnabled
-from shared.events import DomainEvent
+from shared.eventstore.snapshots import TwoFactorFold
 
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 POLICY = tf.Policy()
@@ -39,7 +40,7 @@ def test_enrolment_starts_and_confirms_with_a_matching_code() -> None:
     started = tf.start_enrolment(tf.TwoFactorState(), "ct", NOW, POLICY)
     assert types(started) == ["twofa.enrolment_started"]
     state = given(*started)
-    assert tf.pending_secret(state, NOW) == "ct"
+    assert tf.secret_to_confirm(state, NOW) == "ct"
     verdict = tf.confirm_enrolment(state, STEP, HASHES, NOW, POLICY)
     assert verdict.accepted and types(verdict.events) == ["twofa.enabled"]
     state = tf.fold(state, verdict.events)
@@ -50,7 +51,7 @@ def test_enrolment_starts_and_confirms_with_a_matching_code() -> None:
 def test_restarting_enrolment_replaces_the_secret() -> None:
     state = given(ev.EnrolmentStarted(encrypted_secret="old", expires_at=NOW + timedelta(1)))
     state = tf.fold(state, tf.start_enrolment(state, "new", NOW, POLICY))
-    assert tf.pending_secret(state, NOW) == "new"
+    assert tf.secret_to_confirm(state, NOW) == "new"
 
 
 def test_enrolment_refused_while_enabled() -> None:
@@ -75,7 +76,7 @@ def test_wrong_first_code_keeps_enrolment_pending_and_counts() -> None:
     assert not verdict.accepted and verdict.reason == "invalid_code"
     assert verdict.attempts_left == 4
     state = tf.fold(state, verdict.events)
-    assert not state.enabled and state.failures == 1 and tf.pending_secret(state, NOW) == "ct"
+    assert not state.enabled and state.failures == 1 and tf.secret_to_confirm(state, NOW) == "ct"
 
 
 def test_same_time_step_twice_is_a_replay() -> None:
@@ -235,7 +236,7 @@ def test_only_one_reset_pending_at_a_time_and_cancel_rules() -> None:
 
 
 def test_snapshot_round_trips_every_field() -> None:
-    fold = tf.TwoFactorFold()
+    fold = TwoFactorFold()
     state = tf.fold(
         given(*reset_requested()),
         [

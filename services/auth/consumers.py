@@ -1,0 +1,49 @@
+"""The auth service's reaction to two-factor changes: other sessions end.
+
+Turning 2FA on or off, or a support reset taking effect, revokes every session of the
+account except the one that made the change (for a reset: all of them). The revocations
+are events on the account stream, published like any other, so token verifiers in other
+services learn of them too.
+"""
+
+from __future__ import annotations
+
+import asyncpg
+
+from services.auth.usecases.deps import AuthDeps
+from shared.app.context import Context
+from shared.domain import account as acct
+from shared.eventstore.streams import account_stream
+from shared.messaging.consumer import Delivery
+from shared.messaging.integration import IntegrationEvent
+
+__all__ = ["end_other_sessions"]
+
+REASONS = {
+    "twofa.enabled": "twofa_enabled",
+    "twofa.disabled": "twofa_disabled",
+    "twofa.reset_completed": "twofa_reset",
+}
+
+
+async def end_other_sessions(
+    deps: AuthDeps, conn: asyncpg.Connection, event: IntegrationEvent, delivery: Delivery
+) -> None:
+    """Revoke the sessions a two-factor change ends, in the consumer's transaction."""
+    reason = REASONS.get(event.type)
+    if reason is None:
+        return
+    keep = event.data.get("session_id") if event.type != "twofa.reset_completed" else None
+    stream = account_stream(event.subject)
+    account = await deps.accounts.load(stream, connection=conn)
+    revoked = acct.revoke_other_sessions(
+        account.state, keep if isinstance(keep, str) else None, reason, started_before=event.time
+    )
+    if revoked:
+        ctx = Context(
+            correlation_id=event.correlation_id or event.id,
+            causation_id=event.id,
+            actor="service:auth",
+            clock=deps.clock,
+        )
+        await deps.accounts.save(stream, account, ctx.new(revoked), connection=conn)

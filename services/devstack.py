@@ -1,0 +1,214 @@
+"""``twofa dev``: the whole stack on one machine, from wheels alone.
+
+Starts the embedded PostgreSQL (data under ``.twofa/``) and the Tansu broker unless
+``TWOFA_DATABASE_URL`` / ``TWOFA_KAFKA_BOOTSTRAP_SERVERS`` point elsewhere, applies the
+migrations, starts each twofa process as a child, prints where everything is, and on
+Ctrl-C stops every child and server it started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from contextlib import ExitStack
+from pathlib import Path
+
+from shared.devtools.keys import dev_keys
+from shared.devtools.servers import SERVICE_ROLE, EmbeddedBroker, EmbeddedPostgres
+from shared.platform.config import Settings
+from shared.platform.db import ensure_database, ensure_service_role, migrate
+
+__all__ = ["DEFAULT_PORTS", "instances", "parse_replicas", "run"]
+
+DEFAULT_PORTS = {"auth": 8001, "enrolment": 8002, "audit": 8003}
+DATABASE = "twofa"
+
+
+def _say(message: str) -> None:
+    print(f"twofa dev: {message}", flush=True)
+
+
+def _wait_ready(name: str, port: int, children: list[tuple[str, subprocess.Popen[bytes]]]) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if any(proc.poll() is not None for _, proc in children):
+            raise SystemExit(f"twofa dev: a process exited while {name} was starting")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as answer:
+                if answer.status == 200:
+                    _say(f"{name} is ready on port {port}")
+                    return
+        except OSError:
+            pass
+        time.sleep(0.3)
+    raise SystemExit(f"twofa dev: {name} did not become ready on port {port}")
+
+
+def parse_replicas(text: str) -> dict[str, int]:
+    """``auth=2,audit=2`` → {"auth": 2, "audit": 2}."""
+    counts: dict[str, int] = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, sep, number = part.partition("=")
+        if not sep or name not in DEFAULT_PORTS or not number.isdecimal():
+            raise SystemExit(
+                f"twofa dev: --replicas takes name=count for {', '.join(DEFAULT_PORTS)}"
+            )
+        if not 1 <= int(number) <= 5:
+            raise SystemExit("twofa dev: between 1 and 5 copies of a service")
+        counts[name] = int(number)
+    return counts
+
+
+def instances(ports: dict[str, int], replicas: dict[str, int]) -> list[tuple[str, str, int]]:
+    """(name, service, port) of every copy: the n-th copy listens 10 ports above the last."""
+    out = []
+    for service, port in ports.items():
+        for copy in range(replicas.get(service, 1)):
+            out.append(
+                (service if copy == 0 else f"{service}#{copy + 1}", service, port + 10 * copy)
+            )
+    return out
+
+
+def run(
+    data_dir: str,
+    ports: dict[str, int] | None = None,
+    replicas: dict[str, int] | None = None,
+    demo: bool = False,
+) -> int:
+    ports = ports or dict(DEFAULT_PORTS)
+    root = Path(data_dir).resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, **{k: v for k, v in dev_keys(root).items() if k not in os.environ}}
+    copies = instances(ports, replicas or {})
+    with ExitStack() as stack:
+        _start_servers(stack, root, env)
+        children = _start_children(env, ports, copies)
+        for name, _, port in copies:
+            _wait_ready(name, port, children)
+        demo_text = _seed_demo(env, root) if demo else None
+        _print_where(env, copies)
+        if demo_text:
+            print(demo_text, flush=True)
+        _say("running; press Ctrl-C to stop everything")
+        return _supervise(children)
+    return 0
+
+
+def _start_servers(stack: ExitStack, root: Path, env: dict[str, str]) -> None:
+    """The embedded PostgreSQL and broker, unless the environment names real ones; then
+    the migrations, and the services' own database role."""
+    if not os.environ.get("TWOFA_DATABASE_URL"):
+        _say("starting embedded PostgreSQL …")
+        pg = stack.enter_context(EmbeddedPostgres(root / "postgres"))
+        asyncio.run(ensure_database(pg.dsn(), DATABASE))
+        admin = pg.dsn(DATABASE)
+        env["TWOFA_MIGRATION_DATABASE_URL"] = admin
+        env["TWOFA_DATABASE_URL"] = pg.dsn(DATABASE, user=SERVICE_ROLE)
+    else:
+        admin = env.get("TWOFA_MIGRATION_DATABASE_URL") or env["TWOFA_DATABASE_URL"]
+    if not os.environ.get("TWOFA_KAFKA_BOOTSTRAP_SERVERS"):
+        _say("starting embedded Kafka-protocol broker (Tansu) …")
+        broker = stack.enter_context(EmbeddedBroker(log_path=root / "broker.log"))
+        env["TWOFA_KAFKA_BOOTSTRAP_SERVERS"] = broker.bootstrap_servers
+    _say("applying migrations …")
+    applied = asyncio.run(migrate(admin))
+    _say(f"{len(applied)} new migration(s) applied")
+    if not os.environ.get("TWOFA_DATABASE_URL"):
+        asyncio.run(ensure_service_role(admin, SERVICE_ROLE))
+
+
+def _start_children(
+    env: dict[str, str], ports: dict[str, int], copies: list[tuple[str, str, int]]
+) -> list[tuple[str, subprocess.Popen[bytes]]]:
+    """The relay and every copy of every service, as ``twofa`` child processes."""
+    auth_origins = [
+        f"http://{host}:{port}"
+        for _, service, port in copies
+        if service == "auth"
+        for host in ("127.0.0.1", "localhost")
+    ]
+    env.setdefault("TWOFA_ENROLMENT_URL", f"http://127.0.0.1:{ports['enrolment']}")
+    env.setdefault("TWOFA_PORTAL_ORIGINS", ",".join(auth_origins))
+    processes = [("relay", ["relay"])] + [
+        (name, ["serve", service, "--port", str(port)]) for name, service, port in copies
+    ]
+    children: list[tuple[str, subprocess.Popen[bytes]]] = []
+    for name, argv in processes:
+        _say(f"starting {name} …")
+        proc = subprocess.Popen(  # noqa: S603 — our own entry point
+            [sys.executable, "-m", "services.cli", *argv], env=env
+        )
+        children.append((name, proc))
+    return children
+
+
+def _print_where(env: dict[str, str], copies: list[tuple[str, str, int]]) -> None:
+    rows = [
+        ("PostgreSQL", env["TWOFA_DATABASE_URL"]),
+        ("Kafka bootstrap", env["TWOFA_KAFKA_BOOTSTRAP_SERVERS"]),
+        ("Kafka topic", env.get("TWOFA_KAFKA_TOPIC", "twofa.events.v1")),
+    ]
+    for name, service, port in copies:
+        base = f"http://127.0.0.1:{port}"
+        if service == "auth":
+            rows.append((f"{name} portal page", f"{base}/portal"))
+        rows += [
+            (f"{name} API", base),
+            (f"{name} OpenAPI docs", f"{base}/docs"),
+            (f"{name} metrics", f"{base}/metrics"),
+        ]
+    width = max(len(r[0]) for r in rows)
+    print("\n" + "\n".join(f"  {k.ljust(width)}  {v}" for k, v in rows) + "\n", flush=True)
+
+
+def _seed_demo(env: dict[str, str], root: Path) -> str:
+    """The demo accounts, made on the first ``--demo`` run and kept in .twofa/."""
+    from services.auth.demo import seed  # only with --demo: it loads the whole auth service
+
+    credentials = root / "demo-credentials.txt"
+    if credentials.exists():
+        return credentials.read_text()
+    _say("seeding the demo accounts …")
+    os.environ.update(env)  # the stack's settings, as its children see them
+    text = asyncio.run(seed(Settings.load()))
+    credentials.write_text(text)
+    credentials.chmod(0o600)
+    return text
+
+
+def _supervise(children: list[tuple[str, subprocess.Popen[bytes]]]) -> int:
+    stopping = False
+
+    def request_stop(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    code = 0
+    while not stopping:
+        for name, proc in children:
+            if proc.poll() is not None:
+                _say(f"{name} exited with code {proc.returncode}; stopping the stack")
+                code = 1
+                stopping = True
+        time.sleep(0.2)
+    _say("stopping …")
+    for _, proc in children:
+        if proc.poll() is None:
+            proc.terminate()
+    deadline = time.monotonic() + 10
+    for _, proc in children:
+        try:
+            proc.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    _say("stopped")
+    return code

@@ -1,0 +1,37 @@
+"""Development keys for ``twofa dev``: made once, kept in ``.twofa/dev.env``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from shared.security.crypto import new_key
+from shared.security.keys import SigningKeys
+
+__all__ = ["dev_keys"]
+
+
+def dev_keys(root: Path) -> dict[str, str]:
+    """Development keys, made once and kept in ``.twofa/dev.env`` so data stays readable
+    across restarts and every process of the stack shares them."""
+    path = root / "dev.env"
+    if not path.exists():
+        path.write_text("# Development keys for `twofa dev` only. Never use them in production.\n")
+        path.chmod(0o600)
+    values = {}
+    for line in path.read_text().splitlines():
+        name, sep, value = line.partition("=")
+        if sep and not name.startswith("#"):
+            values[name.strip()] = value.strip()
+    wanted = {
+        "TWOFA_ENCRYPTION_KEYS": lambda: f"local-1:{new_key()}",
+        "TWOFA_ENCRYPTION_ACTIVE_KEY_ID": lambda: "local-1",
+        "TWOFA_JWT_SIGNING_KEYS": lambda: SigningKeys.generate("local-1").to_config(),
+        "TWOFA_RECOVERY_CODE_KEY": new_key,
+        "TWOFA_DEVICE_TOKEN_KEY": new_key,
+    }
+    missing = {name: make() for name, make in wanted.items() if name not in values}
+    if missing:
+        with path.open("a") as out:
+            out.writelines(f"{name}={value}\n" for name, value in missing.items())
+        values.update(missing)
+    return values

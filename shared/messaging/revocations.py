@@ -1,0 +1,158 @@
+"""Session revocation learned from Kafka, for services that only verify tokens.
+
+The auth service checks sessions against the account stream itself. Every other service
+(and any internal consumer) verifies access tokens offline, so it follows the public
+topic for ``session.revoked`` and ``session.ended`` — what a logout, a password change
+or a 2FA change leads to — and refuses tokens of those sessions. An access token lives
+``access_token_ttl`` at most, so a revocation only needs remembering that long: on
+start the feed reads back just that far (``offsets_for_times``), not the whole topic.
+Every process reads every partition (no consumer group): each needs all revocations.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
+
+from shared.messaging.integration import IntegrationEvent, MalformedEventError
+from shared.platform.clock import Clock
+from shared.platform.config import Settings
+
+__all__ = ["REVOKING_TYPES", "RevocationFeed", "RevokedSessions", "revocation_feed"]
+
+log = logging.getLogger(__name__)
+
+REVOKING_TYPES = frozenset({"session.revoked", "session.ended"})
+
+
+class RevokedSessions:
+    """Session ids revoked within the last ``horizon``; ``is_revoked`` feeds the verifier."""
+
+    def __init__(
+        self, horizon: timedelta, clock: Callable[[], datetime] = lambda: datetime.now(UTC)
+    ) -> None:
+        self.horizon = horizon
+        self.clock = clock
+        self._forget_at: dict[str, datetime] = {}
+
+    def is_revoked(self, session_id: str) -> bool:
+        return session_id in self._forget_at
+
+    def apply(self, event: IntegrationEvent) -> None:
+        if event.type not in REVOKING_TYPES:
+            return
+        session_id = event.data.get("session_id")
+        if isinstance(session_id, str):
+            self._forget_at[session_id] = event.time + self.horizon
+
+    def prune(self) -> None:
+        now = self.clock()
+        for session_id in [s for s, at in self._forget_at.items() if at <= now]:
+            del self._forget_at[session_id]
+
+    def __len__(self) -> int:
+        return len(self._forget_at)
+
+
+class RevocationFeed:
+    """Follows ``topic`` from ``horizon`` ago into a ``RevokedSessions``."""
+
+    def __init__(
+        self,
+        *,
+        bootstrap_servers: str,
+        topic: str,
+        revoked: RevokedSessions,
+        fetch_max_wait_ms: int = 10,
+    ) -> None:
+        self.bootstrap_servers = bootstrap_servers
+        self.topic = topic
+        self.revoked = revoked
+        self.fetch_max_wait_ms = fetch_max_wait_ms
+        self.caught_up = asyncio.Event()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Follow until ``stop``; reconnect after broker outages."""
+        while not stop.is_set():
+            try:
+                await self._follow(stop)
+            except KafkaError as exc:
+                log.warning("revocation feed interrupted: %s", exc)
+                await asyncio.sleep(1)
+
+    async def _follow(self, stop: asyncio.Event) -> None:
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self.bootstrap_servers,
+            enable_auto_commit=False,
+            fetch_max_wait_ms=self.fetch_max_wait_ms,
+            auto_offset_reset="earliest",
+        )
+        await consumer.start()
+        try:
+            partitions = await self._partitions(consumer)
+            consumer.assign(partitions)
+            await self._rewind(consumer, partitions)
+            ends = await consumer.end_offsets(partitions)
+            while not stop.is_set():
+                batches = await consumer.getmany(timeout_ms=200)
+                for records in batches.values():
+                    for record in records:
+                        try:
+                            self.revoked.apply(
+                                IntegrationEvent.from_kafka(record.headers, record.value)
+                            )
+                        except MalformedEventError:
+                            continue  # not ours to judge; the DLQ is the consumers' business
+                if not self.caught_up.is_set() and await _reached(consumer, ends):
+                    self.caught_up.set()
+                self.revoked.prune()
+        finally:
+            await consumer.stop()
+
+    async def _partitions(self, consumer: AIOKafkaConsumer) -> list[TopicPartition]:
+        for _ in range(50):
+            found = consumer.partitions_for_topic(self.topic)
+            if found:
+                return [TopicPartition(self.topic, p) for p in sorted(found)]
+            await consumer._client.force_metadata_update()
+            await asyncio.sleep(0.1)
+        raise KafkaError(f"topic {self.topic} has no partitions")
+
+    async def _rewind(self, consumer: AIOKafkaConsumer, partitions: list[TopicPartition]) -> None:
+        since = int((self.revoked.clock() - self.revoked.horizon).timestamp() * 1000)
+        found = await consumer.offsets_for_times({tp: since for tp in partitions})
+        for tp in partitions:
+            hit = found.get(tp)
+            if hit is None:
+                await consumer.seek_to_end(tp)  # nothing that recent: only what comes next
+            else:
+                consumer.seek(tp, hit.offset)
+
+
+async def _reached(consumer: AIOKafkaConsumer, ends: dict[TopicPartition, int]) -> bool:
+    for tp, end in ends.items():
+        if await consumer.position(tp) < end:
+            return False
+    return True
+
+
+def revocation_feed(
+    settings: Settings, clock: Clock
+) -> tuple[RevokedSessions, RevocationFeed | None]:
+    """Revoked sessions for an offline token verifier, and the feed that fills them."""
+    revoked = RevokedSessions(
+        timedelta(seconds=settings.access_token_ttl_seconds + 60), clock=clock
+    )
+    if not settings.kafka_bootstrap_servers:
+        return revoked, None
+    return revoked, RevocationFeed(
+        bootstrap_servers=settings.kafka_bootstrap_servers,
+        topic=settings.kafka_topic,
+        revoked=revoked,
+        fetch_max_wait_ms=settings.fetch_max_wait_ms,
+    )
