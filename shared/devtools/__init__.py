@@ -1,1 +1,1 @@
-"""X."""
+"""For ``twofa dev``, the tests and the bench: embedded servers, dev keys, seeding."""

@@ -1,1 +1,1 @@
-"""X."""
+"""The event store: the truth every state is folded from (PostgreSQL, append-only)."""

@@ -1,1 +1,1 @@
-"""X."""
+"""Events on Kafka: the public contract, the outbox relay, the consumer loop, revocations."""

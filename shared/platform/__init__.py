@@ -1,1 +1,1 @@
-"""X."""
+"""What every process stands on: configuration, the database, logs, the clock, outages."""

@@ -1,1 +1,1 @@
-"""X."""
+"""Security primitives: AES-GCM key rings, TOTP, recovery codes, passwords, tokens."""

@@ -1,1 +1,1 @@
-"""X."""
+"""The HTTP shell: the app factory, problem bodies, middleware, OpenAPI, bearer tokens."""

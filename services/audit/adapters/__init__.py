@@ -1,1 +1,1 @@
-"""X."""
+"""The audit log's SQL."""

@@ -1,1 +1,1 @@
-"""X."""
+"""The audit API (``/v1/audit``) for the security team."""

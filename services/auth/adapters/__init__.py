@@ -1,1 +1,1 @@
-"""X."""
+"""Auth's own adapters: unknown usernames' throttle (SQL), device tokens."""

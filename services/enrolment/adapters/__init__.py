@@ -1,1 +1,1 @@
-"""X."""
+"""Enrolment's own adapters: the label projection (SQL) and the QR code."""

@@ -1,1 +1,1 @@
-"""X."""
+"""Enrolment's HTTP entry points: routes and their schemas."""

@@ -8,7 +8,7 @@ The actor of every event is the signed-in account (the token's subject).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -28,6 +28,7 @@ from shared.security.tokens import Claims
 __all__ = [
     "Enrolment",
     "confirm",
+    "decide",
     "disable",
     "pending_uri",
     "regenerate_codes",
@@ -89,8 +90,7 @@ async def confirm(deps: Deps, ctx: Context, claims: Claims, code: str) -> list[s
     """2FA is on from now: the first code matched. Returns the recovery codes, once."""
     ctx = ctx.acting_for(claims.sub)
     account_id = claims.sub
-    codes = recovery.new_codes()
-    hashes = await asyncio.to_thread(lambda: [deps.recovery.hash(c) for c in codes])
+    codes, hashes = await _new_codes(deps)
 
     async def attempt() -> list[str]:
         now = deps.clock()
@@ -119,8 +119,7 @@ async def regenerate_codes(deps: Deps, ctx: Context, claims: Claims, proof: Proo
     """A new set of recovery codes after an OTP; the old set stops working at once."""
     ctx = ctx.acting_for(claims.sub)
     account_id = claims.sub
-    codes = recovery.new_codes()
-    hashes = await asyncio.to_thread(lambda: [deps.recovery.hash(c) for c in codes])
+    codes, hashes = await _new_codes(deps)
 
     async def attempt() -> list[str]:
         now = deps.clock()
@@ -147,6 +146,13 @@ async def disable(deps: Deps, ctx: Context, claims: Claims, proof: Proof) -> Non
         await save(deps, ctx, account_id, loaded, events)
 
     await retry_on_conflict(attempt)
+
+
+async def _new_codes(deps: Deps) -> tuple[list[str], list[str]]:
+    """A new set of recovery codes, and their keyed hashes (off the event loop)."""
+    codes = recovery.new_codes()
+    hashes = await asyncio.to_thread(lambda: [deps.recovery.hash(c) for c in codes])
+    return codes, hashes
 
 
 async def _verified(
@@ -176,3 +182,19 @@ async def save(
     """Append ``events`` (if any) to the account's twofactor stream, as ``ctx``'s actor."""
     if events:
         await deps.twofactors.save(twofactor_stream(account_id), loaded, ctx.new(events))
+
+
+Decision = Callable[[tf.TwoFactorState, datetime], Sequence[DomainEvent]]
+
+
+async def decide(deps: Deps, ctx: Context, account_id: str, decision: Decision) -> datetime:
+    """Load the account's twofactor stream, decide, append what was decided; all again
+    when another writer got there first. Returns the time the decision was made at."""
+
+    async def attempt() -> datetime:
+        now = deps.clock()
+        loaded = await deps.twofactors.load(twofactor_stream(account_id))
+        await save(deps, ctx, account_id, loaded, decision(loaded.state, now))
+        return now
+
+    return await retry_on_conflict(attempt)

@@ -9,12 +9,10 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from services.enrolment.usecases.enrolment import save
+from services.enrolment.usecases.enrolment import decide
 from shared.app.context import Context
 from shared.app.deps import Deps
-from shared.app.retry import retry_on_conflict
 from shared.domain import twofactor as tf
-from shared.eventstore.streams import twofactor_stream
 from shared.security.tokens import Claims
 
 __all__ = ["approve_reset", "cancel_reset", "request_reset"]
@@ -26,23 +24,21 @@ async def request_reset(
     """Support opens a reset for a user who lost phone and codes."""
     ctx = ctx.acting_for(claims.sub)
     request_id = uuid.uuid4().hex
-
-    async def attempt() -> str:
-        now = deps.clock()
-        loaded = await deps.twofactors.load(twofactor_stream(account_id))
-        events = tf.request_reset(
-            loaded.state,
+    await decide(
+        deps,
+        ctx,
+        account_id,
+        lambda state, now: tf.request_reset(
+            state,
             account_id=account_id,
             request_id=request_id,
             requested_by=claims.sub,
             ticket=ticket,
             reason=reason,
             now=now,
-        )
-        await save(deps, ctx, account_id, loaded, events)
-        return request_id
-
-    return await retry_on_conflict(attempt)
+        ),
+    )
+    return request_id
 
 
 async def approve_reset(
@@ -50,22 +46,20 @@ async def approve_reset(
 ) -> datetime:
     """A second support account approves; returns when the reset takes effect."""
     ctx = ctx.acting_for(claims.sub)
-
-    async def attempt() -> datetime:
-        now = deps.clock()
-        loaded = await deps.twofactors.load(twofactor_stream(account_id))
-        events = tf.approve_reset(
-            loaded.state,
+    now = await decide(
+        deps,
+        ctx,
+        account_id,
+        lambda state, now: tf.approve_reset(
+            state,
             account_id=account_id,
             request_id=request_id,
             approved_by=claims.sub,
             now=now,
             policy=deps.policy,
-        )
-        await save(deps, ctx, account_id, loaded, events)
-        return now + deps.policy.reset_cooling_off
-
-    return await retry_on_conflict(attempt)
+        ),
+    )
+    return now + deps.policy.reset_cooling_off
 
 
 async def cancel_reset(
@@ -73,13 +67,11 @@ async def cancel_reset(
 ) -> None:
     """Support, or the account owner, cancels a reset before it takes effect."""
     ctx = ctx.acting_for(claims.sub)
-
-    async def attempt() -> None:
-        now = deps.clock()
-        loaded = await deps.twofactors.load(twofactor_stream(account_id))
-        events = tf.cancel_reset(
-            loaded.state, request_id=request_id, cancelled_by=claims.sub, reason=reason, now=now
-        )
-        await save(deps, ctx, account_id, loaded, events)
-
-    await retry_on_conflict(attempt)
+    await decide(
+        deps,
+        ctx,
+        account_id,
+        lambda state, now: tf.cancel_reset(
+            state, request_id=request_id, cancelled_by=claims.sub, reason=reason, now=now
+        ),
+    )

@@ -62,6 +62,7 @@ class AccountState:
         return self.trusted if trusted_device else self.untrusted
 
 
+# One match over every account event, so what each event changes reads in one place.
 def evolve(state: AccountState, event: DomainEvent) -> AccountState:
     """The state after ``event``."""
     match event:
