@@ -278,3 +278,80 @@ def test_a_reset_that_took_effect_refuses_disable_and_new_codes() -> None:
         tf.regenerate_recovery_codes(state, ("n0",), later)
     # Before it takes effect both still work.
     assert tf.disable(state, tf.TOTP, now=NOW - timedelta(seconds=1))
+
+
+# The rules the layout moved into the domain: a lockout kills an open login, the status
+# both services show, and the one decision on either kind of code.
+
+
+def locked_at(moment: datetime) -> DomainEvent:
+    return ev.SecondFactorLocked(
+        factor="second_factor",
+        locked_at=moment,
+        until=moment + timedelta(minutes=15),
+        consecutive_failures=5,
+    )
+
+
+def test_an_open_login_survives_when_nothing_happened() -> None:
+    assert tf.challenge_still_open(given(*enrolled()), NOW, NOW + timedelta(minutes=1))
+
+
+def test_a_lockout_after_the_password_step_kills_the_login_once_it_ends() -> None:
+    state = given(*enrolled(), locked_at(NOW + timedelta(minutes=1)))
+    after_the_lock = NOW + timedelta(minutes=20)
+    assert not tf.challenge_still_open(state, NOW, after_the_lock)
+
+
+def test_while_locked_the_login_stays_open_for_the_check_to_answer_locked() -> None:
+    state = given(*enrolled(), locked_at(NOW + timedelta(minutes=1)))
+    during = NOW + timedelta(minutes=2)
+    assert tf.challenge_still_open(state, NOW, during)
+    verdict = tf.verify_otp(state, STEP + 1, "login", during, POLICY)
+    assert (verdict.accepted, verdict.reason) == (False, "locked")
+
+
+def test_a_lockout_before_the_password_step_does_not_kill_the_login() -> None:
+    state = given(*enrolled(), locked_at(NOW - timedelta(hours=1)))
+    assert tf.challenge_still_open(state, NOW, NOW + timedelta(minutes=1))
+
+
+def test_no_login_step_is_open_once_2fa_is_off() -> None:
+    state = given(*enrolled(), ev.TwoFactorDisabled(session_id=None, method="totp"))
+    assert not tf.challenge_still_open(state, NOW, NOW)
+
+
+def test_status_counts_a_reset_past_its_cooling_off_as_done() -> None:
+    state = given(
+        *enrolled(),
+        ev.ResetRequested(request_id="r1", requested_by="s1", ticket="T-1", reason="lost"),
+        ev.ResetApproved(request_id="r1", approved_by="s2", effective_at=NOW + timedelta(hours=1)),
+    )
+    before = tf.status(state, NOW)
+    assert (before.enabled, before.recovery_codes_left, before.enabled_at) == (True, 6, NOW)
+    assert before.reset is not None and before.reset.approved_by == "s2"
+    after = tf.status(state, NOW + timedelta(hours=2))
+    assert (after.enabled, after.recovery_codes_left, after.enabled_at, after.reset) == (
+        False,
+        0,
+        None,
+        None,
+    )
+
+
+def test_status_shows_a_pending_enrolment_until_it_expires() -> None:
+    started = given(
+        ev.EnrolmentStarted(encrypted_secret="ct", expires_at=NOW + timedelta(minutes=10))
+    )
+    assert tf.status(started, NOW).pending_enrolment_expires_at == NOW + timedelta(minutes=10)
+    assert tf.status(started, NOW + timedelta(minutes=11)).pending_enrolment_expires_at is None
+
+
+def test_one_decision_serves_both_kinds_of_code() -> None:
+    state = given(*enrolled())
+    otp = tf.check_second_factor(state, tf.TOTP, STEP + 1, "login", NOW, POLICY)
+    code = tf.check_second_factor(state, tf.RECOVERY_CODE, 1, "login", NOW, POLICY)
+    assert [e.type for e in otp.events] == ["twofa.otp_verified"]
+    assert [e.type for e in code.events] == ["twofa.recovery_code_used"]
+    replayed = tf.check_second_factor(state, tf.TOTP, STEP, "login", NOW, POLICY)
+    assert (replayed.accepted, replayed.reason) == (False, "replayed")
