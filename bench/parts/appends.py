@@ -1,8 +1,8 @@
 """Figure 3: event store appends against raw asyncpg INSERTs into the same table shape.
 
-The measurement is ``bench/eventstore.py``'s (which still runs alone as ``python -m
-bench.eventstore``, with its read and load figures too): 8 writers, one event per append
-and then 100 per append, interleaved with the raw baseline, median of 5 runs of 2 s.
+The measurement is ``bench/storevsraw.py``'s, shared with ``python -m bench.eventstore``
+(which also has read and load figures): 8 writers, one event per append and then 100 per
+append, interleaved with the raw baseline, median of 5 runs of 2 s.
 """
 
 from __future__ import annotations
@@ -17,26 +17,26 @@ from typing import Any
 
 import asyncpg
 
-from bench import eventstore, plots
+from bench import emailchanges, plots, storevsraw
 from bench.parts import Options, Part
 from bench.profiling import Profile, record
 from bench.report import PartResult, Row
 from bench.stack import Stack
 from shared.eventstore.store import _APPEND
 
-GOAL = eventstore.TARGET
+GOAL = storevsraw.TARGET
 
 
 async def run(stack: Stack, options: Options) -> PartResult:
-    single = await eventstore.bench_appends(
+    single = await storevsraw.bench_appends(
         stack.admin_url, 1, "append, 1 event, 8 writers", "appends/s"
     )
-    batched = await eventstore.bench_appends(
-        stack.admin_url, eventstore.BATCH, "append, 100 events, 8 writers", "events/s"
+    batched = await storevsraw.bench_appends(
+        stack.admin_url, storevsraw.BATCH, "append, 100 events, 8 writers", "events/s"
     )
     profiles: dict[str, Any] = {}
     if options.profile:
-        for comparison, batch in ((single, 1), (batched, eventstore.BATCH)):
+        for comparison, batch in ((single, 1), (batched, storevsraw.BATCH)):
             if not comparison.met:
                 profile = await profile_appends(stack.admin_url, batch)
                 split = await statement_alone(stack.admin_url, batch)
@@ -74,8 +74,8 @@ async def run(stack: Stack, options: Options) -> PartResult:
             "single": {"store": single.store_runs, "raw": single.raw_runs},
             "batched": {"store": batched.store_runs, "raw": batched.raw_runs},
         },
-        "writers": eventstore.WRITERS,
-        "run_seconds": eventstore.RUN_SECONDS,
+        "writers": storevsraw.WRITERS,
+        "run_seconds": storevsraw.RUN_SECONDS,
     }
     return PartResult(
         "appends", 3, "Event store appends vs raw asyncpg", rows, data, profiles=profiles
@@ -91,7 +91,7 @@ class StatementWriter:
 
     def __init__(self, pool: asyncpg.Pool, batch: int) -> None:
         self.pool, self.batch = pool, batch
-        self.stream_id, self.version = eventstore.new_stream_id(), 0
+        self.stream_id, self.version = emailchanges.new_stream_id(), 0
 
     async def step(self) -> int:
         numbers = range(self.version, self.version + self.batch)
@@ -101,10 +101,10 @@ class StatementWriter:
                 self.stream_id,
                 self.version,
                 [uuid.uuid4() for _ in numbers],
-                [eventstore.EVENT_TYPE for _ in numbers],
+                [emailchanges.EVENT_TYPE for _ in numbers],
                 [1 for _ in numbers],
-                [eventstore.raw_data(n) for n in numbers],
-                [eventstore.raw_metadata() for _ in numbers],
+                [emailchanges.raw_data(n) for n in numbers],
+                [emailchanges.raw_metadata() for _ in numbers],
             )
         assert len(rows) == self.batch
         self.version += self.batch
@@ -114,27 +114,27 @@ class StatementWriter:
 async def statement_alone(admin_url: str, batch: int, runs: int = 3) -> dict[str, float]:
     """Median rates of the store, its statement alone, and the raw INSERT, interleaved."""
     rates: dict[str, list[float]] = {}
-    async with eventstore.fresh_database(admin_url) as url, eventstore.pools(url) as p:
-        writers: dict[str, Callable[[], eventstore.Writer]] = {
-            "event store": lambda: eventstore.StoreWriter(p.store, batch),
+    async with storevsraw.fresh_database(admin_url) as url, storevsraw.pools(url) as p:
+        writers: dict[str, Callable[[], storevsraw.Writer]] = {
+            "event store": lambda: storevsraw.StoreWriter(p.store, batch),
             "its statement from plain asyncpg": lambda: StatementWriter(p.raw, batch),
-            "raw INSERT": lambda: eventstore.RawWriter(p.raw, batch),
+            "raw INSERT": lambda: storevsraw.RawWriter(p.raw, batch),
         }
         for _ in range(runs):
             for name, make in writers.items():
-                rate = await eventstore.write_rate(make, eventstore.RUN_SECONDS)
+                rate = await storevsraw.write_rate(make, storevsraw.RUN_SECONDS)
                 rates.setdefault(name, []).append(rate)
     return {name: statistics.median(values) for name, values in rates.items()}
 
 
 async def profile_appends(admin_url: str, batch: int, seconds: float = 3.0) -> Profile:
     """py-spy on this process (waiting included) while the store's writers append."""
-    async with eventstore.fresh_database(admin_url) as url, eventstore.pools(url) as p:
+    async with storevsraw.fresh_database(admin_url) as url, storevsraw.pools(url) as p:
         sampling = asyncio.create_task(
             record(os.getpid(), seconds, f"bench process (appends of {batch})", idle=True)
         )
         await asyncio.sleep(0.3)
-        await eventstore.write_rate(lambda: eventstore.StoreWriter(p.store, batch), seconds)
+        await storevsraw.write_rate(lambda: storevsraw.StoreWriter(p.store, batch), seconds)
         return await sampling
 
 

@@ -28,12 +28,14 @@ import asyncpg
 from eventsourcing.application import Application  # type: ignore[import-not-found,unused-ignore]
 from eventsourcing.domain import Aggregate, event  # type: ignore[import-not-found,unused-ignore]
 
-from bench import eventstore, plots
+from bench import plots
+from bench.emailchanges import EmailChanges, seed_stream
 from bench.loadgen import percentile
 from bench.parts import Options, Part
 from bench.profiling import Profile, record
 from bench.report import PartResult, Row
 from bench.stack import Stack
+from bench.storevsraw import StoreWriter
 from shared.eventstore.notify import Notifier
 from shared.eventstore.registry import REGISTRY
 from shared.eventstore.repository import Repository
@@ -113,7 +115,7 @@ async def ours_rate(store: EventStore, writers: int, seconds: float) -> float:
     deadline = start + seconds
 
     async def drive() -> int:
-        writer, done = eventstore.StoreWriter(store, 1), 0
+        writer, done = StoreWriter(store, 1), 0
         while time.perf_counter() < deadline:
             done += await writer.step()
         return done
@@ -208,8 +210,8 @@ async def compare_loads(app: Accounts, store: EventStore) -> dict[str, list[floa
     for n in range(STREAM - 1):
         account.change_email(f"user{n + 1}@example.com", account.email)
     app.save(account)
-    repository = Repository(store, eventstore.EmailChanges(), snapshot_every=100)
-    stream = await eventstore.seed_stream(repository, STREAM)
+    repository = Repository(store, EmailChanges(), snapshot_every=100)
+    stream = await seed_stream(repository, STREAM)
     times: dict[str, list[float]] = {"ours": [], "peer": []}
     for i in range(LOADS + WARMUP):
         start = time.perf_counter()
@@ -227,8 +229,8 @@ async def compare_loads(app: Accounts, store: EventStore) -> dict[str, list[floa
 async def round_trips(url: str, store: EventStore, count: int = 300) -> dict[str, float]:
     """Median ms of the two queries a load sends (snapshot, then events), sent from a
     plain asyncpg pool without decoding: the floor of a load made of two round trips."""
-    repository = Repository(store, eventstore.EmailChanges(), snapshot_every=100)
-    stream = await eventstore.seed_stream(repository, STREAM)
+    repository = Repository(store, EmailChanges(), snapshot_every=100)
+    stream = await seed_stream(repository, STREAM)
     pool = await asyncpg.create_pool(url, min_size=1, max_size=2)
     assert pool is not None
     times: dict[str, list[float]] = {"snapshot query": [], "events query": [], "both": []}
@@ -236,7 +238,7 @@ async def round_trips(url: str, store: EventStore, count: int = 300) -> dict[str
         for _ in range(count):
             start = time.perf_counter()
             async with pool.acquire() as conn:
-                await conn.fetchrow(_SNAPSHOT, stream, eventstore.EmailChanges.snapshot_type)
+                await conn.fetchrow(_SNAPSHOT, stream, EmailChanges.snapshot_type)
             middle = time.perf_counter()
             async with pool.acquire() as conn:
                 rows = await conn.fetch(_READ_STREAM, stream, 0)
@@ -251,8 +253,8 @@ async def round_trips(url: str, store: EventStore, count: int = 300) -> dict[str
 
 
 async def profile_loads(store: EventStore) -> Profile:
-    repository = Repository(store, eventstore.EmailChanges(), snapshot_every=100)
-    stream = await eventstore.seed_stream(repository, STREAM)
+    repository = Repository(store, EmailChanges(), snapshot_every=100)
+    stream = await seed_stream(repository, STREAM)
     sampling = asyncio.create_task(
         record(os.getpid(), 3, f"bench process (our loads of {STREAM})", idle=True)
     )
