@@ -13,10 +13,8 @@ Figures (the target: the event store keeps at least 75% of the baseline's throug
    unnest(...)`` of 100 rows per autocommit statement.
 3. events/s reading everything with ``EventStore.read_all`` in pages of 500, decoded
    into typed events; baseline: the same SELECT paging by (transaction id, position),
-   decoding the two JSON columns (data and metadata) with orjson, into plain dicts.
-   Both tables hold the same rows. The baseline orders by the xid8 column itself
-   (``raw_events.transaction_id``): an unqualified ``transaction_id`` would name the
-   ``::text`` output column.
+   decoding the two JSON columns (data and metadata) with orjson, into plain dicts
+   (``bench/rawread.py``). Both tables hold the same rows.
 4. milliseconds to load a 10,000-event stream through ``Repository`` with a snapshot
    every 100 events, against loading a 100-event stream (no target: shown for scale).
    Both streams are saved 10 events at a time, so both end on a snapshot and a load is
@@ -44,8 +42,8 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-import orjson
 
+from bench import rawread
 from bench.emailchanges import EmailChanges, new_events, new_stream_id, seed_stream
 from bench.storevsraw import (
     BATCH,
@@ -89,17 +87,6 @@ def admin_url() -> Iterator[str]:
 
 # Figure 3: read everything ------------------------------------------------------------
 
-# The store's SELECT with qualified ORDER BY columns: the commit-order index serves it.
-_RAW_READ_ALL = """
-SELECT position, transaction_id::text AS transaction_id, stream_id, stream_version, event_id,
-       event_type, schema_version, data, metadata, recorded_at
-FROM raw_events
-WHERE (transaction_id, position) > ($1::text::xid8, $2)
-  AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
-ORDER BY raw_events.transaction_id, raw_events.position
-LIMIT $3
-"""
-
 
 async def seed_read_set(p: Pools) -> None:
     """``READ_EVENTS`` events through the store, then the same rows copied to raw_events."""
@@ -126,19 +113,6 @@ async def store_read_all(store: EventStore) -> int:
     return count
 
 
-async def raw_read_all(pool: asyncpg.Pool) -> int:
-    transaction_id, position, count = "0", 0, 0
-    while True:
-        async with pool.acquire() as conn:
-            rows = await conn.fetch(_RAW_READ_ALL, transaction_id, position, PAGE)
-        if not rows:
-            return count
-        # Both JSON columns, as the store decodes both (data into the event, metadata).
-        decoded = [(orjson.loads(r["data"]), orjson.loads(r["metadata"])) for r in rows]
-        count += len(decoded)
-        transaction_id, position = rows[-1]["transaction_id"], rows[-1]["position"]
-
-
 @dataclass(slots=True)
 class ReadPasses:
     """Times passes over everything and notes any pass that did not return every event."""
@@ -163,7 +137,9 @@ async def bench_read_all(admin: str) -> Comparison:
             return await passes.rate("store", lambda: store_read_all(p.store))
 
         async def raw_run() -> float:
-            return await passes.rate("raw", lambda: raw_read_all(p.raw))
+            return await passes.rate(
+                "raw", lambda: rawread.read_everything(p.raw, "raw_events", PAGE)
+            )
 
         await store_run()  # the warm-up: one full read each
         await raw_run()

@@ -9,7 +9,8 @@
   consumer (same settings, no decoding, no database) reading the same topic.
 - Rebuild: ``services.audit.usecases.rebuild`` (what ``twofa audit rebuild`` runs) over a
   store of ``REBUILD_EVENTS`` events into an empty log; baseline: the same ordered
-  SELECT in pages of 500 with orjson decoding of both JSON columns, on plain asyncpg.
+  SELECT in pages of 500 with orjson decoding of both JSON columns, on plain asyncpg
+  (``bench/rawread.py``).
 """
 
 from __future__ import annotations
@@ -25,11 +26,11 @@ from pathlib import Path
 from typing import Any
 
 import asyncpg
-import orjson
 
 from bench import plots
 from bench.parts import Options, Part
 from bench.profiling import record
+from bench.rawread import read_everything
 from bench.report import PartResult, Row
 from bench.seed import bounded, login_events
 from bench.stack import Database, Stack
@@ -50,16 +51,6 @@ RELAY_GOAL = 10_000.0
 INGEST_NEEDED = 1_000.0  # figure 5's higher rate: below it, the audit log falls behind
 REBUILD_GOAL = 0.5
 PAGE = 500
-
-_RAW_READ = """
-SELECT position, transaction_id::text AS transaction_id, stream_id, stream_version, event_id,
-       event_type, schema_version, data, metadata, recorded_at
-FROM events
-WHERE (transaction_id, position) > ($1::text::xid8, $2)
-  AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
-ORDER BY events.transaction_id, events.position
-LIMIT $3
-"""
 
 
 async def seed(url: str, count: int) -> None:
@@ -218,15 +209,7 @@ async def bare_consume_rate(bootstrap: str, topic: str, expected: int) -> float:
 
 async def raw_read_rate(pool: asyncpg.Pool, expected: int) -> float:
     start = time.perf_counter()
-    transaction_id, position, count = "0", 0, 0
-    while True:
-        async with pool.acquire() as conn:
-            rows = await conn.fetch(_RAW_READ, transaction_id, position, PAGE)
-        if not rows:
-            break
-        decoded = [(orjson.loads(r["data"]), orjson.loads(r["metadata"])) for r in rows]
-        count += len(decoded)
-        transaction_id, position = rows[-1]["transaction_id"], rows[-1]["position"]
+    count = await read_everything(pool, "events", PAGE)
     if count != expected:
         raise RuntimeError(f"the raw read returned {count} of {expected} events")
     return count / (time.perf_counter() - start)
