@@ -22,7 +22,6 @@ from bench.parts import Options, Part
 from bench.profiling import Profile, record
 from bench.report import PartResult, Row
 from bench.stack import Stack
-from shared.eventstore.store import _APPEND
 
 GOAL = storevsraw.TARGET
 
@@ -83,11 +82,20 @@ async def run(stack: Stack, options: Options) -> PartResult:
 
 
 class StatementWriter:
-    """The store's own append statement, from plain asyncpg with the raw writer's JSON:
+    """The store's kind of append statement, from plain asyncpg with the raw writer's JSON:
     what the SQL costs without the store's Python (encoding, codecs, the relay's NOTIFY)."""
 
-    # The store's statement, pointed at the trigger-less copy of the table.
-    SQL = _APPEND.replace(" events ", " raw_events ")
+    # What ``EventStore.append`` sends (the unnest INSERT guarded by the stream's version,
+    # in one statement), written out here against the trigger-less copy of the table.
+    SQL = """
+INSERT INTO raw_events (stream_id, stream_version, event_id, event_type, schema_version,
+                        data, metadata)
+SELECT $1, $2 + e.ord, e.event_id, e.event_type, e.schema_version, e.data::jsonb, e.metadata::jsonb
+FROM unnest($3::uuid[], $4::text[], $5::int[], $6::text[], $7::text[]) WITH ORDINALITY
+     AS e(event_id, event_type, schema_version, data, metadata, ord)
+WHERE (SELECT coalesce(max(stream_version), 0) FROM raw_events WHERE stream_id = $1) = $2
+RETURNING position
+"""
 
     def __init__(self, pool: asyncpg.Pool, batch: int) -> None:
         self.pool, self.batch = pool, batch
