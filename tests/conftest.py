@@ -14,8 +14,7 @@ import pytest
 
 from shared.messaging.kafka import ensure_topics
 from shared.platform.db import create_pool, migrate
-from tests import servers
-from tests.support import admin_sql
+from tests.support import admin_sql, servers
 
 
 @pytest.fixture(scope="session")

@@ -26,8 +26,8 @@ from shared.messaging.contract import PUBLIC_EVENTS
 from shared.messaging.relay import Relay, RelayOptions
 from shared.security.keys import SigningKeys
 from shared.security.tokens import TokenIssuer
-from tests.kafka_helpers import eventually
 from tests.support import Clock
+from tests.support.kafka import eventually
 
 pytestmark = pytest.mark.e2e
 

@@ -16,7 +16,7 @@ from shared.domain.events import EmailChanged
 from shared.eventstore.envelope import NewEvent
 from shared.eventstore.registry import REGISTRY
 from shared.eventstore.store import EventStore
-from tests.kafka_helpers import event_ids, eventually, read_topic
+from tests.support.kafka import event_ids, eventually, read_topic
 
 pytestmark = pytest.mark.e2e
 

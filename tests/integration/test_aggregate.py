@@ -118,7 +118,7 @@ async def test_migrations_apply_once(database_url: str) -> None:
 
 
 async def test_migrations_on_an_empty_database_then_again(postgres_url: str) -> None:
-    from tests.servers import with_database
+    from tests.support.servers import with_database
 
     name = f"twofa_fresh_{uuid.uuid4().hex[:10]}"
     admin = await asyncpg.connect(postgres_url)

@@ -27,8 +27,6 @@ from shared.eventstore.store import EventStore
 from shared.platform.config import Settings
 from shared.security.keys import SigningKeys
 from shared.security.tokens import TokenIssuer
-from tests.kafka_helpers import eventually, read_topic
-from tests.servers import with_database
 from tests.support import (
     Clock,
     admin_sql,
@@ -39,6 +37,8 @@ from tests.support import (
     settings_for,
     with_kafka,
 )
+from tests.support.kafka import eventually, read_topic
+from tests.support.servers import with_database
 
 pytestmark = pytest.mark.integration
 

@@ -25,7 +25,6 @@ from services.auth.main import create_app
 from services.auth.usecases.deps import AuthDeps
 from shared.security.keys import SigningKeys
 from shared.security.tokens import TokenIssuer
-from tests import servers
 from tests.support import (
     Clock,
     admin_sql,
@@ -34,6 +33,7 @@ from tests.support import (
     event_count,
     is_problem,
     otp,
+    servers,
     settings_for,
 )
 

@@ -26,9 +26,9 @@ from shared.eventstore.registry import REGISTRY
 from shared.eventstore.store import START, EventStore
 from shared.eventstore.streams import account_stream, twofactor_stream
 from shared.messaging.contract import PUBLIC_EVENTS
-from tests.kafka_helpers import read_topic
-from tests.secretsearch import Secret, leaks, log_lines
 from tests.support import Clock, client_for, enable_through_domain, otp, relaying, settings_for
+from tests.support.kafka import read_topic
+from tests.support.secretsearch import Secret, leaks, log_lines
 
 pytestmark = pytest.mark.integration
 

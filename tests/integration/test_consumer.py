@@ -14,7 +14,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from shared.messaging.consumer import ConsumerOptions, Delivery, EventConsumer, Handler
 from shared.messaging.integration import IntegrationEvent
-from tests.kafka_helpers import eventually, read_topic
+from tests.support.kafka import eventually, read_topic
 
 pytestmark = pytest.mark.integration
 

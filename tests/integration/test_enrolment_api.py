@@ -26,8 +26,8 @@ from shared.app.context import Context
 from shared.eventstore.registry import REGISTRY
 from shared.eventstore.store import EventStore
 from shared.security import totp
-from tests.kafka_helpers import eventually
 from tests.support import Clock, client_for, is_problem, otp, relaying, settings_for, with_kafka
+from tests.support.kafka import eventually
 
 pytestmark = pytest.mark.integration
 

@@ -36,8 +36,6 @@ from shared.messaging.kafka import ensure_topics
 from shared.security import recovery
 from shared.security.keys import SigningKeys
 from shared.security.tokens import TokenIssuer
-from tests import servers
-from tests.kafka_helpers import eventually
 from tests.support import (
     Clock,
     Enrolled,
@@ -48,9 +46,11 @@ from tests.support import (
     is_problem,
     otp,
     relaying,
+    servers,
     settings_for,
     with_kafka,
 )
+from tests.support.kafka import eventually
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
 

@@ -39,9 +39,9 @@ from shared.eventstore.store import START, EventStore
 from shared.eventstore.streams import account_stream, twofactor_stream
 from shared.messaging.contract import PUBLIC_EVENTS
 from tests.integration.test_enrolment_api import decode_png
-from tests.kafka_helpers import event_ids, eventually, read_topic
-from tests.secretsearch import Secret, leaks, log_lines
 from tests.support import Clock, client_for, otp, relaying, settings_for, with_kafka
+from tests.support.kafka import event_ids, eventually, read_topic
+from tests.support.secretsearch import Secret, leaks, log_lines
 from tests.unit.test_event_schemas import (
     body_validator,
     errors,

@@ -122,7 +122,7 @@ async def test_events_table_refuses_update_delete_and_truncate(
 async def test_service_role_may_append_and_read_but_not_change(
     database_url: str, postgres_url: str
 ) -> None:
-    from tests.servers import with_database
+    from tests.support.servers import with_database
 
     role, password = f"svc_{uuid.uuid4().hex[:10]}", uuid.uuid4().hex
     admin = await asyncpg.connect(database_url)

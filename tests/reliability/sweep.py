@@ -16,7 +16,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from tests.reliability.report import REPORT
 from tests.reliability.stack import Stack
-from tests.secretsearch import Secret, leaks
+from tests.support.secretsearch import Secret, leaks
 
 __all__ = ["Recorder", "assert_no_secrets"]
 

@@ -28,11 +28,11 @@ import pytest_asyncio
 
 from shared.security.keys import SigningKeys
 from shared.security.tokens import TokenIssuer
-from tests.kafka_helpers import eventually
 from tests.reliability.report import REPORT
 from tests.reliability.stack import Stack
 from tests.reliability.sweep import Recorder, assert_no_secrets
 from tests.support import otp
+from tests.support.kafka import eventually
 
 pytestmark = [pytest.mark.reliability, pytest.mark.asyncio(loop_scope="module")]
 

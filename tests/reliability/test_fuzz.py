@@ -57,17 +57,17 @@ from shared.messaging.relay import Relay, RelayOptions
 from shared.platform.config import Settings
 from shared.platform.db import create_pool
 from shared.security.tokens import Claims
-from tests import servers
-from tests.kafka_helpers import eventually
 from tests.reliability.report import REPORT
 from tests.support import (
     admin_sql,
     client_for,
     enable_through_domain,
     otp,
+    servers,
     settings_for,
     with_kafka,
 )
+from tests.support.kafka import eventually
 
 pytestmark = pytest.mark.reliability
 

@@ -19,7 +19,7 @@ from shared.messaging.integration import (
     Publish,
     UnmappedEventError,
 )
-from tests.samples import SECRET_MARKERS, sample_event, secret_strings
+from tests.support.samples import SECRET_MARKERS, sample_event, secret_strings
 
 SECRET_FIELDS = set(SECRET_MARKERS)
 

@@ -35,7 +35,7 @@ from shared.eventstore.streams import account_stream, twofactor_stream
 from shared.messaging.consumer import ConsumerOptions, EventConsumer
 from shared.messaging.contract import PUBLIC_EVENTS
 from shared.messaging.integration import IntegrationEvent, MalformedEventError, Publish
-from tests.samples import sample_event
+from tests.support.samples import sample_event
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMAS = ROOT / "shared" / "schemas"

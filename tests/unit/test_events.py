@@ -14,7 +14,7 @@ import pytest
 from shared.domain.base import DomainEvent
 from shared.eventstore.envelope import EventMetadata
 from shared.eventstore.registry import REGISTRY, EventRegistry, UnknownEventTypeError
-from tests.samples import sample_event
+from tests.support.samples import sample_event
 
 
 @pytest.mark.parametrize("type_name", sorted(REGISTRY.types()))
