@@ -14,7 +14,8 @@ import pytest
 
 from shared.messaging.kafka import ensure_topics
 from shared.platform.db import create_pool, migrate
-from tests.support import admin_sql, servers
+from tests.support import servers
+from tests.support.database import admin_sql
 
 
 @pytest.fixture(scope="session")

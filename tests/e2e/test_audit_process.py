@@ -26,8 +26,8 @@ from shared.messaging.contract import PUBLIC_EVENTS
 from shared.messaging.relay import Relay, RelayOptions
 from shared.security.keys import SigningKeys
 from shared.security.tokens import TokenIssuer
-from tests.support import Clock
-from tests.support.kafka import eventually
+from tests.support.clock import Clock
+from tests.support.polling import eventually
 
 pytestmark = pytest.mark.e2e
 

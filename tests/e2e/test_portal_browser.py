@@ -22,7 +22,10 @@ from playwright.async_api import Page, async_playwright, expect
 from services.auth.main import create_app as auth_app
 from services.enrolment.main import create_app as enrolment_app
 from shared.devtools.servers import free_port
-from tests.support import Clock, otp, served, settings_for
+from tests.support.apps import served
+from tests.support.clock import Clock
+from tests.support.settings import settings_for
+from tests.support.totp import otp
 
 pytestmark = pytest.mark.e2e
 

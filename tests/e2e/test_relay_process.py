@@ -16,7 +16,8 @@ from shared.domain.events import EmailChanged
 from shared.eventstore.envelope import NewEvent
 from shared.eventstore.registry import REGISTRY
 from shared.eventstore.store import EventStore
-from tests.support.kafka import event_ids, eventually, read_topic
+from tests.support.kafka import event_ids, read_topic
+from tests.support.polling import eventually
 
 pytestmark = pytest.mark.e2e
 

@@ -27,18 +27,14 @@ from shared.eventstore.store import EventStore
 from shared.platform.config import Settings
 from shared.security.keys import SigningKeys
 from shared.security.tokens import TokenIssuer
-from tests.support import (
-    Clock,
-    admin_sql,
-    client_for,
-    is_problem,
-    relaying,
-    served,
-    settings_for,
-    with_kafka,
-)
-from tests.support.kafka import eventually, read_topic
+from tests.support.apps import client_for, is_problem, served
+from tests.support.clock import Clock
+from tests.support.database import admin_sql
+from tests.support.kafka import read_topic
+from tests.support.polling import eventually
+from tests.support.relay import relaying
 from tests.support.servers import with_database
+from tests.support.settings import settings_for, with_kafka
 
 pytestmark = pytest.mark.integration
 
@@ -477,7 +473,7 @@ async def test_auth_and_enrolment_actions_reach_the_audit_log_in_order(
 ) -> None:
     from services.auth.main import create_app as auth_app
     from services.enrolment.main import create_app as enrolment_app
-    from tests.support import otp
+    from tests.support.totp import otp
 
     settings = audit.settings
     async with (

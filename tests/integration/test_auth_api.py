@@ -15,15 +15,11 @@ import pytest
 from services.auth.main import create_app
 from services.auth.usecases.deps import AuthDeps
 from shared.security.totp import time_step
-from tests.support import (
-    Clock,
-    Enrolled,
-    client_for,
-    enable_through_domain,
-    is_problem,
-    otp,
-    settings_for,
-)
+from tests.support.apps import client_for, is_problem
+from tests.support.clock import Clock
+from tests.support.seeding import Enrolled, enable_through_domain
+from tests.support.settings import settings_for
+from tests.support.totp import otp
 
 pytestmark = pytest.mark.integration
 

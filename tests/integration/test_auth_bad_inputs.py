@@ -25,17 +25,13 @@ from services.auth.main import create_app
 from services.auth.usecases.deps import AuthDeps
 from shared.security.keys import SigningKeys
 from shared.security.tokens import TokenIssuer
-from tests.support import (
-    Clock,
-    admin_sql,
-    client_for,
-    enable_through_domain,
-    event_count,
-    is_problem,
-    otp,
-    servers,
-    settings_for,
-)
+from tests.support import servers
+from tests.support.apps import client_for, is_problem
+from tests.support.clock import Clock
+from tests.support.database import admin_sql, event_count
+from tests.support.seeding import enable_through_domain
+from tests.support.settings import settings_for
+from tests.support.totp import otp
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
 

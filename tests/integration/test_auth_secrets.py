@@ -26,9 +26,14 @@ from shared.eventstore.registry import REGISTRY
 from shared.eventstore.store import START, EventStore
 from shared.eventstore.streams import account_stream, twofactor_stream
 from shared.messaging.contract import PUBLIC_EVENTS
-from tests.support import Clock, client_for, enable_through_domain, otp, relaying, settings_for
+from tests.support.apps import client_for
+from tests.support.clock import Clock
 from tests.support.kafka import read_topic
+from tests.support.relay import relaying
 from tests.support.secretsearch import Secret, leaks, log_lines
+from tests.support.seeding import enable_through_domain
+from tests.support.settings import settings_for
+from tests.support.totp import otp
 
 pytestmark = pytest.mark.integration
 

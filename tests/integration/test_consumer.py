@@ -14,7 +14,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from shared.messaging.consumer import ConsumerOptions, Delivery, EventConsumer, Handler
 from shared.messaging.integration import IntegrationEvent
-from tests.support.kafka import eventually, read_topic
+from tests.support.kafka import read_topic
+from tests.support.polling import eventually
 
 pytestmark = pytest.mark.integration
 

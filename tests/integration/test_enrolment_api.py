@@ -26,8 +26,12 @@ from shared.app.context import Context
 from shared.eventstore.registry import REGISTRY
 from shared.eventstore.store import EventStore
 from shared.security import totp
-from tests.support import Clock, client_for, is_problem, otp, relaying, settings_for, with_kafka
-from tests.support.kafka import eventually
+from tests.support.apps import client_for, is_problem
+from tests.support.clock import Clock
+from tests.support.polling import eventually
+from tests.support.relay import relaying
+from tests.support.settings import settings_for, with_kafka
+from tests.support.totp import otp
 
 pytestmark = pytest.mark.integration
 

@@ -36,21 +36,15 @@ from shared.messaging.kafka import ensure_topics
 from shared.security import recovery
 from shared.security.keys import SigningKeys
 from shared.security.tokens import TokenIssuer
-from tests.support import (
-    Clock,
-    Enrolled,
-    admin_sql,
-    client_for,
-    enable_through_domain,
-    event_count,
-    is_problem,
-    otp,
-    relaying,
-    servers,
-    settings_for,
-    with_kafka,
-)
-from tests.support.kafka import eventually
+from tests.support import servers
+from tests.support.apps import client_for, is_problem
+from tests.support.clock import Clock
+from tests.support.database import admin_sql, event_count
+from tests.support.polling import eventually
+from tests.support.relay import relaying
+from tests.support.seeding import Enrolled, enable_through_domain
+from tests.support.settings import settings_for, with_kafka
+from tests.support.totp import otp
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
 

@@ -39,9 +39,14 @@ from shared.eventstore.store import START, EventStore
 from shared.eventstore.streams import account_stream, twofactor_stream
 from shared.messaging.contract import PUBLIC_EVENTS
 from tests.integration.test_enrolment_api import decode_png
-from tests.support import Clock, client_for, otp, relaying, settings_for, with_kafka
-from tests.support.kafka import event_ids, eventually, read_topic
+from tests.support.apps import client_for
+from tests.support.clock import Clock
+from tests.support.kafka import event_ids, read_topic
+from tests.support.polling import eventually
+from tests.support.relay import relaying
 from tests.support.secretsearch import Secret, leaks, log_lines
+from tests.support.settings import settings_for, with_kafka
+from tests.support.totp import otp
 from tests.unit.test_event_schemas import (
     body_validator,
     errors,

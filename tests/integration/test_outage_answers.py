@@ -13,7 +13,7 @@ from aiokafka.errors import KafkaConnectionError
 from fastapi import FastAPI
 
 from shared.web.middleware import install_common
-from tests.support import is_problem, served
+from tests.support.apps import is_problem, served
 
 pytestmark = pytest.mark.integration
 

@@ -17,8 +17,8 @@ from shared.eventstore.envelope import EventMetadata, NewEvent
 from shared.eventstore.registry import REGISTRY
 from shared.eventstore.store import EventStore
 from shared.messaging.contract import PUBLIC_EVENTS
-from tests.support import make_relay, running
 from tests.support.kafka import event_ids, read_topic
+from tests.support.relay import make_relay, running
 from tests.support.samples import sample_event, secret_strings
 from tests.unit.test_event_schemas import (
     RULES,

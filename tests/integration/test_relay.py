@@ -20,8 +20,9 @@ from shared.messaging.integration import IntegrationMap, Publish
 from shared.messaging.kafka import ensure_topics
 from shared.messaging.relay import Relay, RelayOptions
 from shared.platform.db import connect
-from tests.support import make_relay, running
-from tests.support.kafka import event_ids, eventually, read_topic
+from tests.support.kafka import event_ids, read_topic
+from tests.support.polling import eventually
+from tests.support.relay import make_relay, running
 from tests.support.samples import SECRET_MARKERS
 
 pytestmark = pytest.mark.integration

@@ -31,8 +31,8 @@ from shared.security.tokens import TokenIssuer
 from tests.reliability.report import REPORT
 from tests.reliability.stack import Stack
 from tests.reliability.sweep import Recorder, assert_no_secrets
-from tests.support import otp
-from tests.support.kafka import eventually
+from tests.support.polling import eventually
+from tests.support.totp import otp
 
 pytestmark = [pytest.mark.reliability, pytest.mark.asyncio(loop_scope="module")]
 

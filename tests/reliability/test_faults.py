@@ -43,7 +43,8 @@ from shared.platform.db import create_pool
 from tests.reliability.report import REPORT
 from tests.reliability.stack import Stack
 from tests.reliability.sweep import Recorder, assert_no_secrets
-from tests.support import is_problem, otp
+from tests.support.apps import is_problem
+from tests.support.totp import otp
 
 pytestmark = pytest.mark.reliability
 

@@ -58,16 +58,13 @@ from shared.platform.config import Settings
 from shared.platform.db import create_pool
 from shared.security.tokens import Claims
 from tests.reliability.report import REPORT
-from tests.support import (
-    admin_sql,
-    client_for,
-    enable_through_domain,
-    otp,
-    servers,
-    settings_for,
-    with_kafka,
-)
-from tests.support.kafka import eventually
+from tests.support import servers
+from tests.support.apps import client_for
+from tests.support.database import admin_sql
+from tests.support.polling import eventually
+from tests.support.seeding import enable_through_domain
+from tests.support.settings import settings_for, with_kafka
+from tests.support.totp import otp
 
 pytestmark = pytest.mark.reliability
 

@@ -1,4 +1,4 @@
-"""Reading a test topic back, polling with a deadline (never a bare sleep)."""
+"""Reading a test topic back from its start, until a condition holds or a deadline passes."""
 
 from __future__ import annotations
 
@@ -46,17 +46,3 @@ async def read_topic(
 
 def event_ids(records: list[ConsumerRecord[bytes, bytes]]) -> list[str]:
     return [dict(r.headers)["ce_id"].decode() for r in records]
-
-
-async def eventually(check: Callable[[], object], within: float = 20.0) -> None:
-    """Poll an async or plain ``check`` until it returns truthy, or fail at the deadline."""
-    deadline = asyncio.get_running_loop().time() + within
-    while True:
-        result = check()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return
-        if asyncio.get_running_loop().time() > deadline:
-            raise TimeoutError("condition not met before the deadline")
-        await asyncio.sleep(0.05)

@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from shared.security.totp import code_at, match_step, new_secret, provisioning_uri, time_step
-from tests.support import otp
+from tests.support.totp import otp
 
 # The ASCII key "12345678901234567890" used by RFC 4226 and RFC 6238, in base32.
 RFC_SECRET = base64.b32encode(b"12345678901234567890").decode()

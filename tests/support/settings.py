@@ -1,0 +1,37 @@
+"""Settings for one test: its own database, cheap argon2, fresh keys, its own topic."""
+
+from __future__ import annotations
+
+import base64
+import secrets
+import uuid
+from typing import Any
+
+from shared.platform.config import Settings
+
+
+def settings_for(database_url: str, **overrides: Any) -> Settings:
+    """Settings for one test: its database, cheap argon2, fresh keys shared by its apps."""
+    values: dict[str, Any] = {
+        "database_url": database_url,
+        "argon2_time_cost": 1,
+        "argon2_memory_kib": 1024,
+        "argon2_parallelism": 1,
+        "encryption_keys": f"k1:{base64.b64encode(secrets.token_bytes(32)).decode()}",
+        "recovery_code_key": base64.b64encode(secrets.token_bytes(32)).decode(),
+        "device_token_key": base64.b64encode(secrets.token_bytes(32)).decode(),
+    }
+    from shared.security.keys import SigningKeys
+
+    values["jwt_signing_keys"] = SigningKeys.generate("test-key").to_config()
+    values.update(overrides)
+    return Settings(**values)
+
+
+def with_kafka(kafka_bootstrap: str, topic: str) -> dict[str, Any]:
+    """``settings_for`` overrides for a test's own topic and consumer groups."""
+    return {
+        "kafka_bootstrap_servers": kafka_bootstrap,
+        "kafka_topic": topic,
+        "kafka_group_prefix": f"t{uuid.uuid4().hex[:8]}",
+    }
