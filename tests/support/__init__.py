@@ -1,6 +1,7 @@
 """What the tests share, one module each.
 
 apps          an app spoken to in-process (httpx) or served on loopback; is_problem
+bad_inputs    the bad-input matrix's world (apps, users, forged tokens), a case sent and checked
 clock         a clock tests move by hand
 database      the server admin's SQL (CREATE, DROP DATABASE); the count of events
 kafka         a test topic read back from its start
