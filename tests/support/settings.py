@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import base64
-import secrets
 import uuid
 from typing import Any
 
 from shared.platform.config import Settings
+from shared.security.crypto import new_key
 
 
 def settings_for(database_url: str, **overrides: Any) -> Settings:
@@ -17,9 +16,9 @@ def settings_for(database_url: str, **overrides: Any) -> Settings:
         "argon2_time_cost": 1,
         "argon2_memory_kib": 1024,
         "argon2_parallelism": 1,
-        "encryption_keys": f"k1:{base64.b64encode(secrets.token_bytes(32)).decode()}",
-        "recovery_code_key": base64.b64encode(secrets.token_bytes(32)).decode(),
-        "device_token_key": base64.b64encode(secrets.token_bytes(32)).decode(),
+        "encryption_keys": f"k1:{new_key()}",
+        "recovery_code_key": new_key(),
+        "device_token_key": new_key(),
     }
     from shared.security.keys import SigningKeys
 

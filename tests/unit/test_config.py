@@ -9,10 +9,11 @@ import secrets
 import pytest
 
 from shared.platform.config import ConfigurationError, Settings
+from shared.security.crypto import new_key
 
 
 def key() -> str:
-    return base64.b64encode(secrets.token_bytes(32)).decode()
+    return new_key()
 
 
 @pytest.fixture(autouse=True)
