@@ -2,11 +2,11 @@
 secret echoed.
 
 One matrix: each table below maps an endpoint to the bad requests tried on it, and every
-case is sent and checked the same way (``send`` and ``assert_refused`` in
-tests/support/bad_inputs.py, which also builds the one world of apps, users and tokens
-that serves the whole module). Well-formed but wrong credentials and codes are not bad
-input: they are ordinary failures, counted toward throttling and the lockout, and tested
-as such at the end (each with a user of its own).
+case is sent and checked the same way (``assert_refused`` in tests/support/bad_inputs.py,
+which also builds the one world of apps, users and tokens that serves the whole module).
+Well-formed but wrong credentials and codes are not bad input: they are ordinary
+failures, counted toward throttling and the lockout, and tested as such at the end (each
+with a user of its own).
 """
 
 from __future__ import annotations
@@ -54,7 +54,6 @@ from tests.support.bad_inputs import (
     fresh_user,
     password_login,
     register,
-    send,
     values_in,
     world,
 )
@@ -1091,58 +1090,49 @@ REQUEST_ID_HEADERS = {
 async def test_a_body_that_is_not_a_json_object_of_the_right_shape_is_refused(
     env: Env, case: Bad
 ) -> None:
-    response, secrets, written = await send(env, case)
-    assert_refused(case, response, secrets, written)
+    await assert_refused(env, case)
 
 
 @pytest.mark.parametrize("case", matrix(BODIES))
 async def test_a_bad_request_body_is_refused(env: Env, case: Bad) -> None:
-    response, secrets, written = await send(env, case)
-    assert_refused(case, response, secrets, written)
+    await assert_refused(env, case)
 
 
 @pytest.mark.parametrize("case", matrix(OVERSIZED))
 async def test_a_100k_body_is_refused_before_it_is_read(env: Env, case: Bad) -> None:
-    response, secrets, written = await send(env, case)
-    assert_refused(case, response, secrets, written)
+    await assert_refused(env, case)
 
 
 @pytest.mark.parametrize("case", _path_cases())
 async def test_a_malformed_path_parameter_is_refused(env: Env, case: Bad) -> None:
-    response, secrets, written = await send(env, case)
-    assert_refused(case, response, secrets, written)
+    await assert_refused(env, case)
 
 
 @pytest.mark.parametrize("case", _bearer_cases())
 async def test_a_bad_bearer_token_is_refused(env: Env, case: Bad) -> None:
-    response, secrets, written = await send(env, case)
-    assert_refused(case, response, secrets, written)
+    await assert_refused(env, case)
 
 
 @pytest.mark.parametrize("case", matrix(ROLES))
 async def test_support_endpoints_need_the_role_and_the_second_factor(env: Env, case: Bad) -> None:
-    response, secrets, written = await send(env, case)
-    assert_refused(case, response, secrets, written)
+    await assert_refused(env, case)
 
 
 @pytest.mark.parametrize("case", matrix(STATE))
 async def test_a_request_the_state_forbids_is_refused_and_writes_nothing(
     env: Env, case: Bad
 ) -> None:
-    response, secrets, written = await send(env, case)
-    assert_refused(case, response, secrets, written)
+    await assert_refused(env, case)
 
 
 @pytest.mark.parametrize("case", matrix(REQUEST_ID_HEADERS))
 async def test_an_over_long_request_id_header_is_refused(env: Env, case: Bad) -> None:
-    response, secrets, written = await send(env, case)
-    assert_refused(case, response, secrets, written)
+    await assert_refused(env, case)
 
 
 @pytest.mark.parametrize("case", matrix(WRONG_METHODS))
 async def test_a_wrong_method_is_refused(env: Env, case: Bad) -> None:
-    response, secrets, written = await send(env, case)
-    assert_refused(case, response, secrets, written)
+    await assert_refused(env, case)
 
 
 async def test_the_refused_requests_left_every_account_as_it_was(env: Env) -> None:

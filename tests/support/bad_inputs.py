@@ -468,8 +468,10 @@ async def send(env: Env, case: Bad) -> tuple[httpx.Response, set[str], int]:
     return response, secrets, await event_count(env.core) - before
 
 
-def assert_refused(case: Bad, response: httpx.Response, secrets: set[str], written: int) -> None:
-    """A 4xx problem, no event written, nothing secret repeated, the answer ``case`` expects."""
+async def assert_refused(env: Env, case: Bad) -> None:
+    """Send ``case``: a 4xx problem, no event written, nothing secret repeated, and the
+    answer the case expects."""
+    response, secrets, written = await send(env, case)
     assert 400 <= response.status_code < 500, (response.status_code, response.text[:500])
     assert is_problem(response), response.text[:500]
     assert written == 0, f"{written} event(s) written by a refused request"
