@@ -8,6 +8,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -51,6 +52,9 @@ def read_until_running(proc: subprocess.Popen[str], within: float = 180) -> str:
             break
         seen.append(line)
         if "press Ctrl-C" in line:
+            # Keep reading: a stack that logs more than a pipe holds (the broker stops first
+            # on Ctrl-C, and the services log its loss) would block on a write otherwise.
+            threading.Thread(target=proc.stdout.read, daemon=True).start()
             return "".join(seen)
     proc.kill()
     raise AssertionError("twofa dev did not come up:\n" + "".join(seen))
