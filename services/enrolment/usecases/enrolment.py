@@ -8,9 +8,10 @@ The actor of every event is the signed-in account (the token's subject).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TypeVar
 
 from services.enrolment.adapters.labels import label_for
 from shared.app.context import Context
@@ -30,6 +31,7 @@ __all__ = [
     "confirm",
     "decide",
     "disable",
+    "on_stream",
     "pending_uri",
     "regenerate_codes",
     "require_fresh_login",
@@ -66,15 +68,13 @@ async def start(deps: Deps, ctx: Context, claims: Claims) -> Enrolment:
     sealed = deps.keyring.encrypt(secret.encode(), _aad(account_id))
     label = await label_for(deps.pool, account_id)
 
-    async def attempt() -> Enrolment:
-        now = deps.clock()
-        loaded = await deps.twofactors.load(twofactor_stream(account_id))
+    async def started(loaded: Loaded[tf.TwoFactorState], now: datetime) -> Enrolment:
         events = tf.start_enrolment(loaded.state, sealed, now, deps.policy)
         await save(deps, ctx, account_id, loaded, events)
         uri = totp.provisioning_uri(secret, issuer=deps.settings.issuer, account=label)
         return Enrolment(secret, uri, now + deps.policy.enrolment_ttl)
 
-    return await retry_on_conflict(attempt)
+    return await on_stream(deps, account_id, started)
 
 
 async def pending_uri(deps: Deps, account_id: str) -> str:
@@ -92,9 +92,7 @@ async def confirm(deps: Deps, ctx: Context, claims: Claims, code: str) -> list[s
     account_id = claims.sub
     codes, hashes = await _new_codes(deps)
 
-    async def attempt() -> list[str]:
-        now = deps.clock()
-        loaded = await deps.twofactors.load(twofactor_stream(account_id))
+    async def confirmed(loaded: Loaded[tf.TwoFactorState], now: datetime) -> list[str]:
         sealed = tf.secret_to_confirm(loaded.state, now)
         secret = deps.keyring.decrypt(sealed, _aad(account_id)).decode()
         step = totp.match_step(secret, code, now, window=deps.settings.otp_window)
@@ -106,7 +104,7 @@ async def confirm(deps: Deps, ctx: Context, claims: Claims, code: str) -> list[s
             raise refused(verdict, now)
         return codes
 
-    return await retry_on_conflict(attempt)
+    return await on_stream(deps, account_id, confirmed)
 
 
 async def status(deps: Deps, account_id: str) -> tf.TwoFactorStatus:
@@ -121,15 +119,13 @@ async def regenerate_codes(deps: Deps, ctx: Context, claims: Claims, proof: Proo
     account_id = claims.sub
     codes, hashes = await _new_codes(deps)
 
-    async def attempt() -> list[str]:
-        now = deps.clock()
-        loaded = await deps.twofactors.load(twofactor_stream(account_id))
+    async def regenerated(loaded: Loaded[tf.TwoFactorState], now: datetime) -> list[str]:
         verdict = await _verified(deps, ctx, account_id, loaded, proof, "regenerate_codes", now)
         events = [*verdict.events, *tf.regenerate_recovery_codes(loaded.state, hashes, now)]
         await save(deps, ctx, account_id, loaded, events)
         return codes
 
-    return await retry_on_conflict(attempt)
+    return await on_stream(deps, account_id, regenerated)
 
 
 async def disable(deps: Deps, ctx: Context, claims: Claims, proof: Proof) -> None:
@@ -137,15 +133,13 @@ async def disable(deps: Deps, ctx: Context, claims: Claims, proof: Proof) -> Non
     ctx = ctx.acting_for(claims.sub)
     account_id = claims.sub
 
-    async def attempt() -> None:
-        now = deps.clock()
-        loaded = await deps.twofactors.load(twofactor_stream(account_id))
+    async def disabled(loaded: Loaded[tf.TwoFactorState], now: datetime) -> None:
         verdict = await _verified(deps, ctx, account_id, loaded, proof, "disable", now)
         after = tf.fold(loaded.state, verdict.events)
         events = [*verdict.events, *tf.disable(after, proof.method, session_id=claims.sid, now=now)]
         await save(deps, ctx, account_id, loaded, events)
 
-    await retry_on_conflict(attempt)
+    await on_stream(deps, account_id, disabled)
 
 
 async def _new_codes(deps: Deps) -> tuple[list[str], list[str]]:
@@ -184,17 +178,28 @@ async def save(
         await deps.twofactors.save(twofactor_stream(account_id), loaded, ctx.new(events))
 
 
+T = TypeVar("T")
+Step = Callable[[Loaded[tf.TwoFactorState], datetime], Awaitable[T]]
 Decision = Callable[[tf.TwoFactorState, datetime], Sequence[DomainEvent]]
 
 
-async def decide(deps: Deps, ctx: Context, account_id: str, decision: Decision) -> datetime:
-    """Load the account's twofactor stream, decide, append what was decided; all again
-    when another writer got there first. Returns the time the decision was made at."""
+async def on_stream(deps: Deps, account_id: str, step: Step[T]) -> T:
+    """Run ``step`` on the account's freshly loaded twofactor stream and the time; all
+    again when another writer appended first (``step`` appends with the loaded version)."""
 
-    async def attempt() -> datetime:
+    async def attempt() -> T:
         now = deps.clock()
-        loaded = await deps.twofactors.load(twofactor_stream(account_id))
+        return await step(await deps.twofactors.load(twofactor_stream(account_id)), now)
+
+    return await retry_on_conflict(attempt)
+
+
+async def decide(deps: Deps, ctx: Context, account_id: str, decision: Decision) -> datetime:
+    """Decide on the account's twofactor stream and append what was decided (see
+    ``on_stream``). Returns the time the decision was made at."""
+
+    async def decided(loaded: Loaded[tf.TwoFactorState], now: datetime) -> datetime:
         await save(deps, ctx, account_id, loaded, decision(loaded.state, now))
         return now
 
-    return await retry_on_conflict(attempt)
+    return await on_stream(deps, account_id, decided)
