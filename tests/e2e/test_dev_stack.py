@@ -37,9 +37,32 @@ def start(
         if via_make
         else [sys.executable, "-m", "services.cli", "dev", *flags]
     )
+    # A job of its own, as a terminal starts one: Ctrl-C goes to its process group.
     return subprocess.Popen(
-        command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        command,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
     )
+
+
+class Output:
+    """Everything a stack printed: up to "running" read in the test, the rest in a thread
+    (a stack that logs more than a pipe holds would otherwise block on a write)."""
+
+    def __init__(self, proc: subprocess.Popen[str]) -> None:
+        self.before = read_until_running(proc)
+        self._rest: list[str] = []
+        assert proc.stdout is not None
+        self._reader = threading.Thread(target=self._rest.extend, args=(proc.stdout,), daemon=True)
+        self._reader.start()
+
+    def after(self) -> str:
+        """What it printed after "running" (once it has exited)."""
+        self._reader.join(10)
+        return "".join(self._rest)
 
 
 def read_until_running(proc: subprocess.Popen[str], within: float = 180) -> str:
@@ -52,34 +75,36 @@ def read_until_running(proc: subprocess.Popen[str], within: float = 180) -> str:
             break
         seen.append(line)
         if "press Ctrl-C" in line:
-            # Keep reading: a stack that logs more than a pipe holds (the broker stops first
-            # on Ctrl-C, and the services log its loss) would block on a write otherwise.
-            threading.Thread(target=proc.stdout.read, daemon=True).start()
             return "".join(seen)
     proc.kill()
     raise AssertionError("twofa dev did not come up:\n" + "".join(seen))
 
 
-def stop(proc: subprocess.Popen[str]) -> list[psutil.Process]:
-    """Ctrl-C, as a terminal sends it: SIGINT to every process of the stack."""
+def stop(proc: subprocess.Popen[str], sig: int = signal.SIGINT) -> list[psutil.Process]:
+    """Ctrl-C, as a terminal sends it: SIGINT to the job's process group (or another
+    signal); returns what is still alive of what the stack had started."""
     children = psutil.Process(proc.pid).children(recursive=True)
-    for process in [psutil.Process(proc.pid), *children]:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            process.send_signal(signal.SIGINT)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, sig)
     # make itself dies of the SIGINT, as it does at a terminal; twofa dev exits 0.
     assert proc.wait(60) in (0, -signal.SIGINT)
     _, alive = psutil.wait_procs(children, timeout=20)
     return list(alive)
 
 
+def errors_in(log: str) -> list[str]:
+    return [line for line in log.splitlines() if '"level":"error"' in line or "Traceback" in line]
+
+
 def test_make_run_starts_the_stack_serves_a_login_and_stops_clean(tmp_path: Path) -> None:
     ports = {"auth": free_port(), "enrolment": free_port(), "audit": free_port()}
     proc = start(tmp_path / ".twofa", ports, "--replicas", "auth=2", "--demo", via_make=True)
     try:
-        output = read_until_running(proc)
+        printed = Output(proc)
     except BaseException:
         proc.kill()
         raise
+    output = printed.before
     try:
         for name in ("auth API", "auth#2 API", "enrolment API", "audit API", "auth OpenAPI docs"):
             assert name in output
@@ -101,11 +126,16 @@ def test_make_run_starts_the_stack_serves_a_login_and_stops_clean(tmp_path: Path
     finally:
         leftovers = stop(proc)
     assert leftovers == [], f"processes left behind: {leftovers}"
+    stopping = printed.after()
+    steps = ["stopping the services and the relay", "stopping the broker", "stopping PostgreSQL"]
+    positions = [stopping.find(step) for step in steps]
+    assert -1 not in positions and positions == sorted(positions), stopping
+    assert errors_in(stopping) == [], stopping  # an ordinary stop is quiet
 
     # A second run on the same data: the accounts are still there.
     again = start(tmp_path / ".twofa", ports, "--demo")
     try:
-        second = read_until_running(again)
+        second = Output(again).before
         password = re.search(r"^demo\s+password (\S+)", second, re.MULTILINE)
         assert password
         with httpx.Client(base_url=f"http://127.0.0.1:{ports['auth']}", timeout=10) as http:
@@ -134,12 +164,51 @@ def test_twofa_dev_uses_the_servers_the_environment_names(
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        start_new_session=True,
     )
     try:
-        output = read_until_running(proc)
+        output = Output(proc).before
     finally:
         leftovers = stop(proc)
     assert "starting embedded" not in output  # neither server was started
     assert kafka_bootstrap in output and database_url in output
     assert not (tmp_path / "d" / "postgres").exists()
     assert leftovers == []
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGHUP], ids=["SIGTERM", "SIGHUP"])
+def test_sigterm_and_sighup_stop_the_stack_like_ctrl_c(tmp_path: Path, sig: int) -> None:
+    ports = {"auth": free_port(), "enrolment": free_port(), "audit": free_port()}
+    proc = start(tmp_path / ".twofa", ports)
+    try:
+        printed = Output(proc)
+    except BaseException:
+        proc.kill()
+        raise
+    assert stop(proc, sig) == []
+    assert "twofa dev: stopped" in printed.after()
+
+
+def test_after_kill_9_no_service_relay_or_broker_it_started_lives_on(tmp_path: Path) -> None:
+    """As an OOM kill or a closed terminal would end it; what it started dies with it."""
+    ports = {"auth": free_port(), "enrolment": free_port(), "audit": free_port()}
+    proc = start(tmp_path / ".twofa", ports)
+    postmaster = tmp_path / ".twofa" / "postgres" / "postmaster.pid"
+    try:
+        Output(proc)
+        started = psutil.Process(proc.pid).children(recursive=True)
+        names = {" ".join(p.cmdline()) for p in started}
+        assert any("tansu" in name for name in names), names
+        assert sum("services.cli" in name for name in names) == 4, names  # relay + 3 services
+        proc.kill()
+        proc.wait(10)
+        _, alive = psutil.wait_procs(started, timeout=10)
+        assert list(alive) == []
+        for port in ports.values():
+            with contextlib.suppress(httpx.TransportError), httpx.Client(timeout=1) as http:
+                raise AssertionError(http.get(f"http://127.0.0.1:{port}/healthz").text)
+    finally:
+        # The embedded PostgreSQL is a daemon of its own (pg_ctl): not yet tied to the stack.
+        if postmaster.exists():
+            with contextlib.suppress(ProcessLookupError, ValueError):
+                os.kill(int(postmaster.read_text().split()[0]), signal.SIGQUIT)
