@@ -129,10 +129,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--replicas", default="", help="copies per service, e.g. auth=2,audit=2 (one URL each)"
     )
     dev.add_argument("--demo", action="store_true", help="create demo, support and security users")
+    dev.add_argument(
+        "--stop", action="store_true", help="stop the stack a run left on --data-dir, and exit"
+    )
     args = parser.parse_args(argv)
 
     if args.command == "dev":  # it sets up the environment its children load settings from
         configure_logging(os.environ.get("TWOFA_LOG_LEVEL", "INFO"), service="dev")
+        if args.stop:
+            return devstack.stop(args.data_dir)
         ports = {"auth": args.auth_port, "enrolment": args.enrolment_port, "audit": args.audit_port}
         replicas = devstack.parse_replicas(args.replicas)
         return devstack.run(args.data_dir, ports, replicas, demo=args.demo)

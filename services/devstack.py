@@ -17,8 +17,10 @@ import time
 import urllib.request
 from contextlib import ExitStack
 from pathlib import Path
+from types import FrameType
 
 from shared.devtools.keys import dev_keys
+from shared.devtools.runs import Run, listens, stop_leftovers, supervisor_alive, taken_ports
 from shared.devtools.servers import (
     SERVICE_ROLE,
     EmbeddedBroker,
@@ -28,7 +30,7 @@ from shared.devtools.servers import (
 from shared.platform.config import Settings
 from shared.platform.db import ensure_database, ensure_service_role, migrate
 
-__all__ = ["DEFAULT_PORTS", "instances", "parse_replicas", "run"]
+__all__ = ["DEFAULT_PORTS", "instances", "parse_replicas", "run", "stop"]
 
 DEFAULT_PORTS = {"auth": 8001, "enrolment": 8002, "audit": 8003}
 DATABASE = "twofa"
@@ -39,14 +41,17 @@ def _say(message: str) -> None:
 
 
 def _wait_ready(name: str, port: int, children: list[tuple[str, subprocess.Popen[bytes]]]) -> None:
+    """Until ``name``, the process this run started, listens on ``port`` and is ready
+    (whatever else may answer there)."""
+    ours = dict(children)[name]
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
         if any(proc.poll() is not None for _, proc in children):
             raise SystemExit(f"twofa dev: a process exited while {name} was starting")
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as answer:
-                if answer.status == 200:
-                    _say(f"{name} is ready on port {port}")
+                if answer.status == 200 and listens(ours.pid, port):
+                    _say(f"{name} answers on port {port}")
                     return
         except OSError:
             pass
@@ -91,27 +96,91 @@ def run(
     root.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, **{k: v for k, v in dev_keys(root).items() if k not in os.environ}}
     copies = instances(ports, replicas or {})
+    refused = _claim(root, copies)
+    if refused is not None:
+        return refused
+    stop_request = _StopRequest()
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, stop_request)
+    record = Run(os.getpid(), ports={name: port for name, _, port in copies})
+    record.save(root)
     with ExitStack() as stack:
-        _start_servers(stack, root, env)
+        stack.callback(Run.forget, root)
+        record.children.update(_start_servers(stack, root, env))
         children = _start_children(env, ports, copies)
+        stack.callback(_stop_children, children)
+        record.children.update({name: proc.pid for name, proc in children})
+        record.save(root)
         for name, _, port in copies:
             _wait_ready(name, port, children)
         demo_text = _seed_demo(env, root) if demo else None
         _print_where(env, copies)
         if demo_text:
             print(demo_text, flush=True)
-        _say("running; press Ctrl-C to stop everything")
-        code = _supervise(children)
+        _say("ready; press Ctrl-C to stop everything")
+        code = _supervise(children, stop_request)
     _say("stopped")
     return code
 
 
-def _start_servers(stack: ExitStack, root: Path, env: dict[str, str]) -> None:
+def _postgres_dir(root: Path) -> Path | None:
+    return None if os.environ.get("TWOFA_DATABASE_URL") else root / "postgres"
+
+
+def _claim(root: Path, copies: list[tuple[str, str, int]]) -> int | None:
+    """Make way on ``root`` and the ports before anything starts; an exit code if not."""
+    earlier = Run.load(root)
+    if earlier is not None and earlier.pid != os.getpid() and supervisor_alive(earlier):
+        _say(
+            f"another twofa dev (pid {earlier.pid}) runs on {root}; stop it with "
+            f"`twofa dev --stop --data-dir {root}` or Ctrl-C in its terminal"
+        )
+        return 2
+    stopped = stop_leftovers(root, _postgres_dir(root))
+    if stopped:
+        _say(f"stopped what an earlier run left behind: {', '.join(stopped)}")
+    taken = {t.port: t for t in taken_ports([port for _, _, port in copies])}
+    for name, service, port in copies:
+        if port in taken:
+            holder = taken[port].holder or "a process this user cannot see"
+            _say(
+                f"port {port} ({name}) is taken by {holder}; stop it, or choose another "
+                f"port with --{service}-port"
+            )
+    return 2 if taken else None
+
+
+def stop(data_dir: str) -> int:
+    """``twofa dev --stop``: stop the stack a run left on ``data_dir``, live or not."""
+    root = Path(data_dir).resolve()
+    earlier = Run.load(root)
+    if earlier is not None and supervisor_alive(earlier):
+        _say(f"stopping the twofa dev of pid {earlier.pid} …")
+        os.kill(earlier.pid, signal.SIGTERM)
+        deadline = time.monotonic() + 60
+        while supervisor_alive(earlier) and time.monotonic() < deadline:
+            time.sleep(0.2)
+    stopped = stop_leftovers(root, _postgres_dir(root))
+    if stopped:
+        _say(f"stopped {', '.join(stopped)}")
+    _say(f"nothing of twofa dev runs on {root}")
+    return 0
+
+
+def _start_servers(stack: ExitStack, root: Path, env: dict[str, str]) -> dict[str, int]:
     """The embedded PostgreSQL and broker, unless the environment names real ones; then
-    the migrations, and the services' own database role."""
+    the migrations, and the services' own database role. Returns the broker's pid."""
+    started: dict[str, int] = {}
     if not os.environ.get("TWOFA_DATABASE_URL"):
         _say("starting embedded PostgreSQL …")
-        pg = stack.enter_context(EmbeddedPostgres(root / "postgres"))
+        pg = stack.enter_context(EmbeddedPostgres(root / "postgres", owned=True))
+        guard = subprocess.Popen(  # noqa: S603 — our own module, fixed arguments
+            [sys.executable, "-m", "shared.devtools.guard", str(pg.data_dir)],
+            start_new_session=True,
+            preexec_fn=die_with_parent,
+        )
+        started["postgres guard"] = guard.pid
+        stack.callback(_stop_child, guard)  # it stops PostgreSQL on its way out
         stack.callback(_say, "stopping PostgreSQL …")
         asyncio.run(ensure_database(pg.dsn(), DATABASE))
         admin = pg.dsn(DATABASE)
@@ -124,11 +193,14 @@ def _start_servers(stack: ExitStack, root: Path, env: dict[str, str]) -> None:
         broker = stack.enter_context(EmbeddedBroker(log_path=root / "broker.log", owned=True))
         stack.callback(_say, "stopping the broker …")
         env["TWOFA_KAFKA_BOOTSTRAP_SERVERS"] = broker.bootstrap_servers
+        if broker.pid is not None:
+            started["broker"] = broker.pid
     _say("applying migrations …")
     applied = asyncio.run(migrate(admin))
     _say(f"{len(applied)} new migration(s) applied")
     if not os.environ.get("TWOFA_DATABASE_URL"):
         asyncio.run(ensure_service_role(admin, SERVICE_ROLE))
+    return started
 
 
 def _start_children(
@@ -159,6 +231,15 @@ def _start_children(
         )
         children.append((name, proc))
     return children
+
+
+def _stop_child(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def _print_where(env: dict[str, str], copies: list[tuple[str, str, int]]) -> None:
@@ -195,23 +276,36 @@ def _seed_demo(env: dict[str, str], root: Path) -> str:
     return text
 
 
-def _supervise(children: list[tuple[str, subprocess.Popen[bytes]]]) -> int:
-    stopping = False
+class _StopRequest:
+    """The signal handler for SIGINT, SIGTERM and SIGHUP: from the first moment of a run,
+    so any of them stops it in order; before the stack is up it unwinds the start."""
 
-    def request_stop(*_: object) -> None:
-        nonlocal stopping
-        stopping = True
+    def __init__(self) -> None:
+        self.requested = False
+        self.supervising = False
 
-    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-        signal.signal(sig, request_stop)
+    def __call__(self, signum: int, frame: FrameType | None) -> None:
+        self.requested = True
+        if not self.supervising:
+            raise KeyboardInterrupt
+
+
+def _supervise(children: list[tuple[str, subprocess.Popen[bytes]]], stop: _StopRequest) -> int:
+    stop.supervising = True
     code = 0
-    while not stopping:
+    while not stop.requested:
         for name, proc in children:
             if proc.poll() is not None:
                 _say(f"{name} exited with code {proc.returncode}; stopping the stack")
                 code = 1
-                stopping = True
+                stop.requested = True
         time.sleep(0.2)
+    return code
+
+
+def _stop_children(children: list[tuple[str, subprocess.Popen[bytes]]]) -> None:
+    """The services and the relay first: they finish their batch while the broker and
+    PostgreSQL still answer."""
     _say("stopping the services and the relay …")
     for _, proc in children:
         if proc.poll() is None:
@@ -223,4 +317,3 @@ def _supervise(children: list[tuple[str, subprocess.Popen[bytes]]]) -> int:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-    return code

