@@ -191,7 +191,9 @@ def test_sigterm_and_sighup_stop_the_stack_like_ctrl_c(tmp_path: Path, sig: int)
         proc.kill()
         raise
     assert stop(proc, sig) == []
-    assert "twofa dev: stopped" in printed.after()
+    stopping = printed.after()
+    assert "twofa dev: stopped" in stopping
+    assert errors_in(stopping) == [], stopping
 
 
 def test_after_kill_9_nothing_it_started_lives_on_and_the_next_run_serves(tmp_path: Path) -> None:
