@@ -234,12 +234,21 @@ def _start_children(
 
 
 def _stop_child(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
-    try:
-        proc.wait(60)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    _terminate([proc], within=60)
+
+
+def _terminate(procs: list[subprocess.Popen[bytes]], within: float) -> None:
+    """SIGTERM to each, then a wait of ``within`` seconds in all, then SIGKILL."""
+    for proc in procs:
+        if proc.poll() is None:
+            proc.terminate()
+    deadline = time.monotonic() + within
+    for proc in procs:
+        try:
+            proc.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def _print_where(env: dict[str, str], copies: list[tuple[str, str, int]]) -> None:
@@ -307,13 +316,4 @@ def _stop_children(children: list[tuple[str, subprocess.Popen[bytes]]]) -> None:
     """The services and the relay first: they finish their batch while the broker and
     PostgreSQL still answer."""
     _say("stopping the services and the relay …")
-    for _, proc in children:
-        if proc.poll() is None:
-            proc.terminate()
-    deadline = time.monotonic() + 10
-    for _, proc in children:
-        try:
-            proc.wait(max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    _terminate([proc for _, proc in children], within=10)

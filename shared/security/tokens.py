@@ -203,7 +203,7 @@ class TokenVerifier:
         issuer: str,
         audience: str,
         leeway: timedelta = timedelta(seconds=30),
-        is_revoked: Callable[[str], bool] = _never_revoked,
+        is_revoked: Callable[[str], bool] | None = None,
     ) -> None:
         if is_jwks(public_keys):
             keys = keys_from_jwks(public_keys)
@@ -217,7 +217,7 @@ class TokenVerifier:
         self._issuer = issuer
         self._audience = audience
         self._leeway = leeway.total_seconds()
-        self._is_revoked = is_revoked
+        self._is_revoked = is_revoked or _never_revoked
 
     @classmethod
     def from_jwks(
@@ -227,7 +227,7 @@ class TokenVerifier:
         issuer: str,
         audience: str,
         leeway: timedelta = timedelta(seconds=30),
-        is_revoked: Callable[[str], bool] = _never_revoked,
+        is_revoked: Callable[[str], bool] | None = None,
     ) -> TokenVerifier:
         """A verifier for the Ed25519 keys of a JWKS document (other keys are ignored)."""
         if not is_jwks(jwks):
