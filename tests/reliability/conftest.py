@@ -24,6 +24,10 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
         for name, tried in sorted(REPORT.attacks_tried.items()):
             got_in = REPORT.attacks_succeeded[name]
             terminalreporter.write_line(f"{name.ljust(58)} {tried:>7} {got_in:>7}")
+    for table in REPORT.tables.values():
+        terminalreporter.write_line("")
+        for line in table.lines():
+            terminalreporter.write_line(line)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     (ARTIFACTS / "report.json").write_bytes(
         orjson.dumps(REPORT.as_json(), option=orjson.OPT_INDENT_2)

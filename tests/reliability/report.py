@@ -10,7 +10,36 @@ from __future__ import annotations
 from collections import Counter
 from dataclasses import dataclass, field
 
-__all__ = ["REPORT", "Report"]
+__all__ = ["REPORT", "Report", "Table"]
+
+
+@dataclass
+class Table:
+    """A titled table of its own in the report (per fault, per fuzzed operation, ...)."""
+
+    title: str
+    header: tuple[str, ...]
+    rows: list[tuple[object, ...]] = field(default_factory=list)
+
+    def add(self, *row: object) -> None:
+        if len(row) != len(self.header):
+            raise ValueError(f"{self.title}: {len(row)} cells for {len(self.header)} columns")
+        self.rows.append(row)
+
+    def lines(self) -> list[str]:
+        cells = [tuple(str(c) for c in self.header), *(tuple(str(c) for c in r) for r in self.rows)]
+        widths = [max(len(row[i]) for row in cells) for i in range(len(self.header))]
+
+        def line(row: tuple[str, ...]) -> str:
+            first, *rest = row
+            return "  ".join(
+                [
+                    first.ljust(widths[0]),
+                    *(c.rjust(w) for c, w in zip(rest, widths[1:], strict=True)),
+                ]
+            )
+
+        return [self.title, *(line(row) for row in cells)]
 
 
 @dataclass
@@ -23,6 +52,13 @@ class Report:
     attacks_tried: Counter[str] = field(default_factory=Counter)
     attacks_succeeded: Counter[str] = field(default_factory=Counter)
     other: Counter[str] = field(default_factory=Counter)
+    tables: dict[str, Table] = field(default_factory=dict)
+
+    def table(self, title: str, *header: str) -> Table:
+        """The table called ``title`` (made on first use with these column names)."""
+        if title not in self.tables:
+            self.tables[title] = Table(title, header)
+        return self.tables[title]
 
     def fault(self, name: str) -> None:
         self.faults[name] += 1
@@ -58,6 +94,10 @@ class Report:
                 for name, tried in sorted(self.attacks_tried.items())
             },
             "other": dict(self.other),
+            "tables": {
+                t.title: [dict(zip(t.header, row, strict=True)) for row in t.rows]
+                for t in self.tables.values()
+            },
         }
 
 
