@@ -86,6 +86,9 @@ class Settings(BaseSettings):
     kafka_replication_factor: int = Field(default=1, ge=1, le=10)
     # Tansu holds every fetch for the whole wait, so a low wait keeps latency low there.
     kafka_fetch_max_wait_ms: int | None = Field(default=None, ge=1, le=60_000)
+    # A service without a broker learns no revoked session and audit ingests nothing:
+    # only when asked for by name (tests of one service), never in production.
+    without_broker: bool = False
 
     relay_name: str = "twofa.events.v1"
     relay_batch_size: int = Field(default=500, ge=1, le=10_000)
@@ -132,6 +135,11 @@ class Settings(BaseSettings):
         self._check_signing_keys()
         for name in ("recovery_code_key", "device_token_key"):
             self._check_server_key(name)
+        if self.without_broker and self.env is Environment.production:
+            raise ConfigurationError(
+                "TWOFA_WITHOUT_BROKER cannot be set in production: a service without a broker"
+                " learns no revoked session and audit ingests nothing"
+            )
         if self.database_pool_min > self.database_pool_max:
             raise ConfigurationError("TWOFA_DATABASE_POOL_MIN exceeds TWOFA_DATABASE_POOL_MAX")
         return self
@@ -276,6 +284,26 @@ class Settings(BaseSettings):
 
     def require_migration_url(self) -> str:
         return self.migration_database_url or self.require_database_url()
+
+    def service_broker(self) -> str | None:
+        """The bootstrap servers a service consumes from; ``None`` only when it was told
+        to run without one (``TWOFA_WITHOUT_BROKER``)."""
+        if self.kafka_bootstrap_servers and self.without_broker:
+            raise ConfigurationError(
+                "TWOFA_KAFKA_BOOTSTRAP_SERVERS and TWOFA_WITHOUT_BROKER are both set: choose one"
+            )
+        if self.kafka_bootstrap_servers or self.without_broker:
+            return self.kafka_bootstrap_servers
+        if self.env is Environment.production:
+            raise ConfigurationError(
+                "TWOFA_KAFKA_BOOTSTRAP_SERVERS is required in production: without a broker"
+                " no service learns revoked sessions and audit ingests nothing"
+            )
+        raise ConfigurationError(
+            "TWOFA_KAFKA_BOOTSTRAP_SERVERS is not set: a service without a broker learns no"
+            " revoked session and audit ingests nothing (TWOFA_WITHOUT_BROKER=true runs one"
+            " anyway, for tests; never in production)"
+        )
 
     def require_kafka(self) -> str:
         if not self.kafka_bootstrap_servers:

@@ -49,7 +49,11 @@ def service_app(
     start: Start,
     extra_routers: Sequence[APIRouter] = (),
 ) -> FastAPI:
-    """The FastAPI app of one service, its dependencies built in the lifespan."""
+    """The FastAPI app of one service, its dependencies built in the lifespan.
+
+    ``ConfigurationError`` when it has no broker and was not told to run without one.
+    """
+    broker = settings.service_broker()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -81,8 +85,8 @@ def service_app(
 
     async def checks() -> dict[str, bool]:
         result = {"database": await database_answers(app.state.pool)}
-        if settings.kafka_bootstrap_servers:
-            result["broker"] = await broker_answers(settings.kafka_bootstrap_servers)
+        if broker is not None:
+            result["broker"] = await broker_answers(broker)
         return result
 
     install_readiness(app, checks)

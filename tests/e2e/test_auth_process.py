@@ -177,3 +177,23 @@ def test_operator_creates_a_support_account_that_logs_in_over_http(
         assert 'twofa_login_outcomes_total{outcome="ok",step="password"} 1.0' in metrics
         assert 'outcome="invalid_credentials",step="password"' in metrics
         assert http.get("/openapi.json").json()["info"]["title"] == "twofa auth"
+
+
+@pytest.mark.parametrize("service", ["auth", "enrolment", "audit"])
+def test_a_production_service_without_a_broker_refuses_to_start_and_says_why(
+    env: dict[str, str], service: str
+) -> None:
+    production = {**env, "TWOFA_ENV": "production"}
+    del production["TWOFA_KAFKA_BOOTSTRAP_SERVERS"]
+    refused = subprocess.run(
+        [sys.executable, "-m", "services.cli", "serve", service, "--port", str(free_port())],
+        env=production,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert refused.returncode == 2, refused.stderr
+    assert refused.stderr.splitlines()[-1] == (
+        "twofa: configuration error: TWOFA_KAFKA_BOOTSTRAP_SERVERS is required in production:"
+        " without a broker no service learns revoked sessions and audit ingests nothing"
+    )

@@ -67,6 +67,7 @@ async def portal(database_url: str) -> AsyncIterator[tuple[str, Clock]]:
     auth_port, enrolment_port = free_port(), free_port()
     settings = settings_for(
         database_url,
+        without_broker=True,
         enrolment_url=f"http://127.0.0.1:{enrolment_port}",
         portal_origins=f"http://127.0.0.1:{auth_port}",
     )

@@ -34,7 +34,7 @@ from tests.support.kafka import read_topic
 from tests.support.polling import eventually
 from tests.support.relay import relaying
 from tests.support.servers import with_database
-from tests.support.settings import settings_for, with_kafka
+from tests.support.settings import settings_for, with_kafka, without_broker
 
 pytestmark = pytest.mark.integration
 
@@ -310,7 +310,7 @@ async def test_rebuild_from_the_store_gives_the_same_entries(
 async def test_live_tail_is_resumable_with_last_event_id(audit: Audit) -> None:
     # httpx's ASGI transport buffers whole responses: a real server streams them. A reader
     # only (no Kafka), so the fixture's two instances keep the consumer group to themselves.
-    reader = audit.settings.model_copy(update={"kafka_bootstrap_servers": None})
+    reader = without_broker(audit.settings)
     async with (
         served(create_app(reader, clock=audit.clock)) as url,
         httpx.AsyncClient(base_url=url, timeout=30) as http,

@@ -36,7 +36,7 @@ class Auth:
 
 @pytest.fixture
 async def auth(database_url: str) -> AsyncIterator[Auth]:
-    settings = settings_for(database_url)
+    settings = settings_for(database_url, without_broker=True)
     clock = Clock()
     first, second = create_app(settings, clock=clock), create_app(settings, clock=clock)
     async with client_for(first) as one, client_for(second) as two:
@@ -367,7 +367,7 @@ async def test_reauthenticate_gives_a_fresh_auth_time(auth: Auth) -> None:
 
 
 async def test_closed_registration_needs_a_support_token(database_url: str) -> None:
-    settings = settings_for(database_url, open_registration=False)
+    settings = settings_for(database_url, open_registration=False, without_broker=True)
     async with client_for(create_app(settings)) as client:
         body = {"username": name(), "email": "x@example.org", "password": PASSWORD}
         refused = await client.post("/v1/accounts", json=body)

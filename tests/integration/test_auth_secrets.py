@@ -268,7 +268,7 @@ async def test_no_secret_reaches_kafka_logs_or_another_response(
 ) -> None:
     caplog.set_level(logging.DEBUG)
     clock = Clock()
-    app = create_app(settings_for(database_url), clock=clock)
+    app = create_app(settings_for(database_url, without_broker=True), clock=clock)
     async with client_for(app) as client:
         core: AuthDeps = app.state.deps
         flow, account_id = await run_flow(client, core, clock)

@@ -63,7 +63,7 @@ from tests.support.apps import client_for
 from tests.support.database import admin_sql
 from tests.support.polling import eventually
 from tests.support.seeding import enable_through_domain
-from tests.support.settings import settings_for, with_kafka
+from tests.support.settings import settings_for, with_kafka, without_broker
 from tests.support.totp import otp
 
 pytestmark = pytest.mark.reliability
@@ -452,7 +452,7 @@ def cast_audit(scene: Scene, case: Case[Any]) -> None:
 def auth_schema(scene: Scene, request: pytest.FixtureRequest) -> Iterator[Schema]:
     # Without its Kafka consumer, which would end sessions (append events) as it catches up
     # with the setup's events: only the requests may write, so the event count is exact.
-    quiet = scene.settings.model_copy(update={"kafka_bootstrap_servers": None})
+    quiet = without_broker(scene.settings)
     yield from load("auth", auth_app(quiet), scene, cast_auth, request)
 
 

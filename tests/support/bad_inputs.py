@@ -40,7 +40,7 @@ from tests.support.database import admin_sql, event_count
 from tests.support.polling import eventually
 from tests.support.relay import relaying
 from tests.support.seeding import Enrolled, enable_through_domain
-from tests.support.settings import settings_for, with_kafka
+from tests.support.settings import settings_for, with_kafka, without_broker
 
 PASSWORD = "correct horse battery staple"
 NEW_PASSWORD = "an entirely new passphrase"
@@ -288,7 +288,7 @@ async def world(
     database_url = servers.with_database(postgres_url, name)
     settings = settings_for(database_url, **with_kafka(kafka_bootstrap, topic))
     # No auth consumer: nothing but the requests themselves may write events.
-    quiet_auth = settings.model_copy(update={"kafka_bootstrap_servers": None})
+    quiet_auth = without_broker(settings)
     clock = Clock()
     auth, enrol = auth_app(quiet_auth, clock=clock), enrolment_app(settings, clock=clock)
     try:

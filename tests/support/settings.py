@@ -27,6 +27,11 @@ def settings_for(database_url: str, **overrides: Any) -> Settings:
     return Settings(**values)
 
 
+def without_broker(settings: Settings) -> Settings:
+    """The same settings for a service told to run with no broker (no consumer at all)."""
+    return settings.model_copy(update={"kafka_bootstrap_servers": None, "without_broker": True})
+
+
 def with_kafka(kafka_bootstrap: str, topic: str) -> dict[str, Any]:
     """``settings_for`` overrides for a test's own topic and consumer groups."""
     return {

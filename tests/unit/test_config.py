@@ -138,3 +138,55 @@ def test_missing_servers_are_reported_clearly() -> None:
         settings.require_database_url()
     with pytest.raises(ConfigurationError, match="TWOFA_KAFKA_BOOTSTRAP_SERVERS"):
         settings.require_kafka()
+
+
+SERVICES = ["auth", "enrolment", "audit"]
+
+
+def create_app(service: str, settings: Settings) -> object:
+    from services.audit.main import create_app as audit
+    from services.auth.main import create_app as auth
+    from services.enrolment.main import create_app as enrolment
+
+    return {"auth": auth, "enrolment": enrolment, "audit": audit}[service](settings)
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_production_refuses_a_service_without_a_broker(
+    monkeypatch: pytest.MonkeyPatch, service: str
+) -> None:
+    production(monkeypatch)
+    with pytest.raises(ConfigurationError, match="TWOFA_KAFKA_BOOTSTRAP_SERVERS is required"):
+        create_app(service, Settings.load())
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_a_service_without_a_broker_runs_only_when_told_by_name(
+    monkeypatch: pytest.MonkeyPatch, service: str
+) -> None:
+    with pytest.raises(ConfigurationError, match="TWOFA_WITHOUT_BROKER=true runs one anyway"):
+        create_app(service, Settings.load())
+    monkeypatch.setenv("TWOFA_WITHOUT_BROKER", "true")
+    create_app(service, Settings.load())  # built; its lifespan starts no consumer
+    monkeypatch.setenv("TWOFA_KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
+    with pytest.raises(ConfigurationError, match="both set: choose one"):
+        create_app(service, Settings.load())
+
+
+def test_production_refuses_to_run_without_a_broker_even_when_told(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    production(monkeypatch)
+    monkeypatch.setenv("TWOFA_WITHOUT_BROKER", "true")
+    with pytest.raises(
+        ConfigurationError, match="TWOFA_WITHOUT_BROKER cannot be set in production"
+    ):
+        Settings.load()
+
+
+def test_production_with_a_broker_builds_every_service(monkeypatch: pytest.MonkeyPatch) -> None:
+    production(monkeypatch)
+    monkeypatch.setenv("TWOFA_KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092")
+    settings = Settings.load()
+    for service in SERVICES:
+        create_app(service, settings)
