@@ -3,8 +3,10 @@
 Open model: request ``i`` of a run is due at ``start + i / rate`` whatever happened to
 the ones before it, and its latency is measured from that due time, not from when it
 left. A server that stalls therefore shows its stall in every request that was due
-meanwhile (no coordinated omission). A run is bounded twice: by its count, and by a
-deadline after which what is still outstanding is cancelled and counted as timed out.
+meanwhile (no coordinated omission). A run is bounded twice: by its count, and by each
+request's timeout, after which it is cancelled and counted as timed out. Percentiles
+count every request: one that failed or timed out counts as taking its whole timeout
+(a refused or lost request is not a fast one), so a run cannot look faster by failing.
 
 The client keeps a pool of keep-alive connections to one loopback address and speaks
 just enough HTTP/1.1 for twofa's JSON answers (``Content-Length`` bodies). It exists
@@ -118,7 +120,12 @@ class HttpClient:
         else:  # wait for a connection, or for a slot (None) another request gave up
             waiter: asyncio.Future[_Connection | None] = asyncio.get_running_loop().create_future()
             self._waiting.append(waiter)
-            handed = await waiter
+            try:
+                handed = await waiter
+            except asyncio.CancelledError:  # timed out while waiting: pass on what came
+                if waiter.done() and not waiter.cancelled():
+                    self._release_slot(waiter.result())
+                raise
             if handed is not None:
                 return handed
         try:
@@ -131,7 +138,10 @@ class HttpClient:
         return conn
 
     def _release(self, conn: _Connection) -> None:
-        handed: _Connection | None = conn if conn.open else None
+        self._release_slot(conn if conn.open else None)
+
+    def _release_slot(self, handed: _Connection | None) -> None:
+        """Hand a connection (or, with None, its slot) to the next waiter, or keep it."""
         while self._waiting:
             waiter = self._waiting.popleft()
             if not waiter.done():
@@ -193,6 +203,9 @@ def percentile(values: list[float], q: float) -> float:
 Call = Callable[[int], Awaitable[str | None]]
 
 
+TIMED_OUT = "timed out"
+
+
 @dataclass(slots=True)
 class Outcome:
     due: float
@@ -206,8 +219,8 @@ class Run:
 
     rate: float
     count: int
+    timeout: float = math.inf  # each request's, from its due time
     outcomes: list[Outcome] = field(default_factory=list)
-    timed_out: int = 0
     elapsed: float = 0.0  # first due time to the last completion
     max_send_lag: float = 0.0  # how late the generator itself launched a request
     start: float = 0.0  # the first due time (perf_counter)
@@ -215,7 +228,14 @@ class Run:
 
     @property
     def latencies(self) -> list[float]:
-        return [o.latency for o in self.outcomes if o.failure is None]
+        """Every request's latency; a failed or timed-out one at its whole timeout."""
+        return [
+            o.latency if o.failure is None else max(o.latency, self.timeout) for o in self.outcomes
+        ]
+
+    @property
+    def timed_out(self) -> int:
+        return sum(1 for o in self.outcomes if o.failure == TIMED_OUT)
 
     @property
     def ok(self) -> int:
@@ -227,8 +247,6 @@ class Run:
         for o in self.outcomes:
             if o.failure is not None:
                 counts[o.failure] = counts.get(o.failure, 0) + 1
-        if self.timed_out:
-            counts["timed out"] = self.timed_out
         return counts
 
     @property
@@ -268,10 +286,10 @@ class Run:
         }
 
 
-async def open_model(rate: float, count: int, call: Call, *, grace: float = 10.0) -> Run:
-    """Start ``call(i)`` at ``i / rate`` seconds for i < count; wait at most ``grace``
-    seconds after the last is due, then cancel what is left (counted as timed out)."""
-    run = Run(rate, count)
+async def open_model(rate: float, count: int, call: Call, *, request_timeout: float = 10.0) -> Run:
+    """Start ``call(i)`` at ``i / rate`` seconds for i < count; cancel each one still
+    running ``request_timeout`` seconds after it was due (counted as timed out)."""
+    run = Run(rate, count, request_timeout)
     loop = asyncio.get_running_loop()
     tasks: set[asyncio.Task[None]] = set()
     last_done = 0.0
@@ -279,8 +297,13 @@ async def open_model(rate: float, count: int, call: Call, *, grace: float = 10.0
     async def one(i: int, due: float) -> None:
         nonlocal last_done
         try:
-            failure = await call(i)
-        except (OSError, ValueError) as exc:
+            async with asyncio.timeout_at(
+                loop.time() + due + request_timeout - time.perf_counter()
+            ):
+                failure = await call(i)
+        except TimeoutError:
+            failure = TIMED_OUT
+        except Exception as exc:  # a refused connection, a broken answer: a failure
             failure = type(exc).__name__
         done = time.perf_counter()
         last_done = max(last_done, done)
@@ -297,14 +320,8 @@ async def open_model(rate: float, count: int, call: Call, *, grace: float = 10.0
         task = loop.create_task(one(i, due))
         tasks.add(task)
         task.add_done_callback(tasks.discard)
-    deadline = start + count / rate + grace
-    if tasks:
-        await asyncio.wait(set(tasks), timeout=max(0.0, deadline - time.perf_counter()))
-    run.timed_out = len(tasks)
-    for task in list(tasks):
-        task.cancel()
-    if tasks:
-        await asyncio.gather(*tasks, return_exceptions=True)
+    if tasks:  # each ends by its own timeout
+        await asyncio.gather(*tasks)
     run.elapsed = (last_done or time.perf_counter()) - start
     run.client_cpu = time.process_time() - cpu_before
     return run

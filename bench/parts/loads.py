@@ -1,11 +1,13 @@
-"""Figure 4: loading a ``twofactor`` stream of 10,000 events against one of 10.
+"""Figure 4: loading a ``twofactor`` stream of about 10,000 events against one of 10.
 
-Both streams hold what a busy account's two-factor stream holds (enabled, then accepted
+The streams hold what a busy account's two-factor stream holds (enabled, then accepted
 and failed codes), saved 10 events at a time through ``Repository`` with the services'
-snapshot interval, so the long one ends on a snapshot; the short one has none and folds
-its 10 events. A third stream of 10,099 events (99 after its last snapshot) shows the
-worst case between snapshots. Loads go through a pool on the services' role, as the
-auth service's do; they are interleaved, 10 of each first as a warm-up.
+snapshot interval. A load costs the last snapshot plus the events after it, so one long
+stream would say little: the long streams are 10,000 events plus a tail of 0, 11, 22,
+... 99 events, the whole snapshot cycle, and the goal is judged on the median over the
+cycle and on its worst tail alike. The short stream has no snapshot and folds its 10
+events. Loads go through a pool on the services' role, as the auth service's do; they
+are interleaved, 10 of each first as a warm-up.
 """
 
 from __future__ import annotations
@@ -41,7 +43,8 @@ from shared.platform.db import create_pool
 from shared.security.recovery import RecoveryCodeHasher, new_codes
 
 GOAL = 2.0
-LONG, SHORT, WORST = 10_000, 10, 10_099
+LONG, SHORT = 10_000, 10
+TAILS = tuple(range(0, 100, 11))  # 0, 11, ... 99: events after the last snapshot
 SAVE_BATCH = 10
 LOADS = 200
 WARMUP = 10
@@ -98,22 +101,25 @@ async def run(stack: Stack, options: Options) -> PartResult:
     profiles: dict[str, Any] = {}
     try:
         repository = Repository(EventStore(pool, REGISTRY), TwoFactorFold(), snapshot_every=every)
-        streams = {n: await seed(repository, n) for n in (LONG, SHORT, WORST)}
+        lengths = (SHORT, *(LONG + tail for tail in TAILS))
+        streams = {n: await seed(repository, n) for n in lengths}
         times: dict[int, list[float]] = {n: [] for n in streams}
         for i in range(LOADS + WARMUP):
             for length, stream_id in streams.items():
                 elapsed = await load_ms(repository, stream_id, length)
                 if i >= WARMUP:
                     times[length].append(elapsed)
-        ratio = statistics.median(times[LONG]) / statistics.median(times[SHORT])
+        medians = {tail: statistics.median(times[LONG + tail]) for tail in TAILS}
+        ratio = max(medians.values()) / statistics.median(times[SHORT])
+        worst = LONG + max(medians, key=medians.__getitem__)
         if options.profile and ratio > GOAL:
             sampling = asyncio.create_task(
-                record(os.getpid(), 3, "bench process (loads of 10,000)", idle=True)
+                record(os.getpid(), 3, f"bench process (loads of {worst:,})", idle=True)
             )
             await asyncio.sleep(0.3)
             deadline = time.perf_counter() + 3
             while time.perf_counter() < deadline:
-                await load_ms(repository, streams[LONG], LONG)
+                await load_ms(repository, streams[worst], worst)
             profile = await sampling
             profiles["loads"] = profile.to_json()
             print(profile.text(), flush=True)
@@ -126,26 +132,30 @@ async def run(stack: Stack, options: Options) -> PartResult:
             flush=True,
         )
     short = statistics.median(times[SHORT])
+    cycle = statistics.median(medians.values())
     rows = [
         Row(
             4,
-            f"Load a {LONG:,}-event twofactor stream (snapshot every {every}), median",
-            statistics.median(times[LONG]),
+            f"Load a {LONG:,}-event twofactor stream (snapshot every {every}), median over"
+            f" tails of {TAILS[0]} to {TAILS[-1]} events after the snapshot",
+            cycle,
+            short,
+            f"a {SHORT}-event stream",
+            "ms",
+            higher_is_better=False,
+            goal=f"≤ {GOAL:.0f}x baseline",
+            met=cycle / short <= GOAL,
+        ),
+        Row(
+            4,
+            f"Load {worst:,} events ({worst - LONG} after the snapshot), the worst tail, median",
+            medians[worst - LONG],
             short,
             f"a {SHORT}-event stream",
             "ms",
             higher_is_better=False,
             goal=f"≤ {GOAL:.0f}x baseline",
             met=ratio <= GOAL,
-        ),
-        Row(
-            4,
-            f"Load {WORST:,} events (99 after the last snapshot), median",
-            statistics.median(times[WORST]),
-            short,
-            f"a {SHORT}-event stream",
-            "ms",
-            higher_is_better=False,
         ),
     ]
     data = {"load_ms": {str(k): v for k, v in times.items()}, "snapshot_every": every}

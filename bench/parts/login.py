@@ -115,16 +115,20 @@ async def run(stack: Stack, options: Options) -> PartResult:
                 rates[str(threads)].append(await verify_rate(hasher, stored, threads))
             floor = max(max(v) for v in rates.values())
             count = round(floor * OVERLOAD * SATURATION_SECONDS)
-            overloads.append(await open_model(floor * OVERLOAD, count, login, grace=60))
+            overloads.append(await open_model(floor * OVERLOAD, count, login, request_timeout=60))
             print(f"  verify {_rates(rates)} | logins {_line(overloads[-1])}", flush=True)
         floor = max(max(v) for v in rates.values())
-        half = await open_model(floor / 2, round(floor / 2 * HALF_LOAD_SECONDS), login, grace=30)
+        half = await open_model(
+            floor / 2, round(floor / 2 * HALF_LOAD_SECONDS), login, request_timeout=30
+        )
         print(f"  half load: {_line(half)}", flush=True)
         single = await single_verify_ms(hasher, stored)
         best = max(_sustained(r) for r in overloads)
         if options.profile and best < GOAL * floor:
             sampling = asyncio.create_task(record(auth.pid, 5, "auth (logins at 1.3x)"))
-            await open_model(floor * OVERLOAD, round(floor * OVERLOAD * 5), login, grace=30)
+            await open_model(
+                floor * OVERLOAD, round(floor * OVERLOAD * 5), login, request_timeout=30
+            )
             profile = await sampling
             profiles["auth"] = profile.to_json()
             print(profile.text(), flush=True)

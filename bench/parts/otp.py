@@ -156,7 +156,7 @@ async def run(stack: Stack, options: Options) -> PartResult:
                     saturated[name] = True  # out of prepared pairs: stop here
                     print("  otp: prepared pairs used up; the sweep stops", flush=True)
                     continue
-                result = await open_model(rate, count, call, grace=15)
+                result = await open_model(rate, count, call, request_timeout=15)
                 runs[name].append(result.summary())
                 best[name] = max(best[name], result.steady_throughput(STEP_SECONDS / 4))
                 saturated[name] = not _keeps_up(result)
@@ -170,7 +170,7 @@ async def run(stack: Stack, options: Options) -> PartResult:
             count = min(round(rate * PROFILE_SECONDS), int(pairs.left * 0.9))
             sampling = asyncio.create_task(record(auth.pid, PROFILE_SECONDS, "auth (OTP step)"))
             await asyncio.sleep(0.3)
-            await open_model(rate, count, otp_step, grace=15)
+            await open_model(rate, count, otp_step, request_timeout=15)
             profile = await sampling
             profiles["auth"] = profile.to_json()
             print(profile.text(), flush=True)
