@@ -192,8 +192,9 @@ class Stack:
         }
         if self.broker is not None:
             env["TWOFA_KAFKA_BOOTSTRAP_SERVERS"] = self.broker.bootstrap_servers
-        else:
+        else:  # a part with no broker: the services run without consumers, as told
             env.pop("TWOFA_KAFKA_BOOTSTRAP_SERVERS", None)
+            env["TWOFA_WITHOUT_BROKER"] = "true"
         env.update(overrides)
         return env
 
