@@ -575,12 +575,12 @@ async def test_faults_under_load_lose_no_event_and_answer_only_503_while_postgre
             return seen.settled
 
         await settle(settled, 60)
-        assert not any(seen.lags.values()), seen.lags
-        ledger = await seen.ledger(stack)
+        ledger = await seen.ledger(stack)  # reported first: a failure below shows the figures
         total = report_per_phase(load, ledger, seen.written)
         REPORT.events_checked += total.written
         REPORT.lost += total.lost
         REPORT.duplicated += total.duplicated
+        assert not any(seen.lags.values()), seen.lags
 
         # Each 2xx answer stored exactly the events its operation writes, once each.
         said, _, _ = truth.check_answers(load.answered, seen.written)
