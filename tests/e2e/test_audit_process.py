@@ -1,4 +1,8 @@
-"""``twofa serve audit`` killed with SIGKILL mid-stream: nothing lost, nothing twice."""
+"""``twofa serve audit`` killed with SIGKILL mid-stream: nothing lost, nothing twice.
+
+"Twice" is counted before the unique index on ``audit.entries`` could hide it: a trigger
+records every insert of an event id the log holds already (``tests/support/truth.py``).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ import signal
 import subprocess
 import sys
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 
 import asyncpg
@@ -28,6 +33,13 @@ from shared.security.keys import SigningKeys
 from shared.security.tokens import TokenIssuer
 from tests.support.clock import Clock
 from tests.support.polling import eventually
+from tests.support.truth import (
+    audit_entries,
+    install_counters,
+    processed_rows,
+    refused_audit_inserts,
+    written_events,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -93,6 +105,8 @@ async def test_sigkill_mid_stream_loses_nothing_and_stores_nothing_twice(
     env: dict[str, str],
     keys: SigningKeys,
 ) -> None:
+    async with pool.acquire() as conn:
+        await install_counters(conn, database_url)
     store = EventStore(pool, REGISTRY, notifier=Notifier(pool))
     relay = Relay(
         dsn=database_url,
@@ -125,10 +139,17 @@ async def test_sigkill_mid_stream_loses_nothing_and_stores_nothing_twice(
                 return bool(await pool.fetchval("SELECT count(*) FROM audit.entries") >= EVENTS)
 
             await eventually(all_stored, within=120)
-            assert await pool.fetchval("SELECT count(*) FROM audit.entries") == EVENTS
-            assert (
-                await pool.fetchval("SELECT count(DISTINCT event_id) FROM audit.entries") == EVENTS
-            )
+            async with pool.acquire() as conn:
+                written = {e.event_id for e in await written_events(conn, REGISTRY.types())}
+                audited = await audit_entries(conn)
+                refused = await refused_audit_inserts(conn)
+                handled = await processed_rows(conn)
+            assert len(written) == EVENTS
+            # Each stored event once in the log, and no second insert of it tried (refused).
+            assert audited == Counter(dict.fromkeys(written, 1))
+            assert not refused, f"{refused.total()} audit inserts refused: {list(refused)[:5]}"
+            group = f"{env['TWOFA_KAFKA_GROUP_PREFIX']}.audit"
+            assert handled == Counter({(group, event_id): 1 for event_id in written})
             wait_for_port(port, 30)
             token = TokenIssuer(keys, issuer="twofa").issue_access(
                 subject="reviewer",
