@@ -319,6 +319,8 @@ async def test_live_tail_is_resumable_with_last_event_id(audit: Audit) -> None:
 
 
 async def _tail_and_resume(audit: Audit, http: httpx.AsyncClient) -> None:
+    started = asyncio.Event()
+
     async def collect(headers: dict[str, str], want: int) -> list[tuple[int, str]]:
         got: list[tuple[int, str]] = []
         async with http.stream("GET", "/v1/audit/events/stream", headers=headers) as response:
@@ -326,7 +328,9 @@ async def _tail_and_resume(audit: Audit, http: httpx.AsyncClient) -> None:
             assert response.headers["content-type"].startswith("text/event-stream")
             event_id = None
             async for line in response.aiter_lines():
-                if line.startswith("id: "):
+                if line == ": twofa audit stream":  # sent once its start point is fixed
+                    started.set()
+                elif line.startswith("id: "):
                     event_id = int(line[4:])
                 elif line.startswith("data: ") and event_id is not None:
                     got.append((event_id, orjson.loads(line[6:])["event_id"]))
@@ -335,7 +339,11 @@ async def _tail_and_resume(audit: Audit, http: httpx.AsyncClient) -> None:
         return got
 
     listening = asyncio.create_task(asyncio.wait_for(collect(audit.headers(), 5), 60))
-    await asyncio.sleep(0.3)  # let the stream start at the current end
+    # The stream starts at the log's end when it is opened: only what comes after is sent.
+    opened = asyncio.create_task(started.wait())
+    await asyncio.wait({listening, opened}, timeout=30, return_when=asyncio.FIRST_COMPLETED)
+    opened.cancel()
+    assert started.is_set(), listening.result() if listening.done() else "no stream after 30 s"
     ids = await activity(audit.store, accounts=1, each=5)
     first = await listening
     assert [e for _, e in first] == next(iter(ids.values()))
