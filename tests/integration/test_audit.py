@@ -7,7 +7,6 @@ import csv
 import io
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from datetime import timedelta
 
 import asyncpg
@@ -15,19 +14,16 @@ import httpx
 import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
-from fastapi import FastAPI
 
 from services.audit.main import create_app
 from services.audit.usecases import rebuild
-from shared.domain import events as ev
-from shared.eventstore.envelope import EventMetadata, NewEvent
 from shared.eventstore.notify import Notifier
 from shared.eventstore.registry import REGISTRY
 from shared.eventstore.store import EventStore
-from shared.platform.config import Settings
 from shared.security.keys import SigningKeys
 from shared.security.tokens import TokenIssuer
 from tests.support.apps import client_for, is_problem, served
+from tests.support.audit import CHAIN_ROWS, Audit, activity, issue, log_holds
 from tests.support.clock import Clock
 from tests.support.database import admin_sql
 from tests.support.kafka import read_topic
@@ -37,37 +33,6 @@ from tests.support.servers import with_database
 from tests.support.settings import settings_for, with_kafka, without_broker
 
 pytestmark = pytest.mark.integration
-
-
-@dataclass
-class Audit:
-    client: httpx.AsyncClient
-    other: httpx.AsyncClient  # a second audit instance in the same consumer group
-    apps: tuple[FastAPI, FastAPI]
-    store: EventStore
-    settings: Settings
-    clock: Clock
-    token: str
-    topic: str
-
-    def headers(self, token: str | None = None) -> dict[str, str]:
-        return {"Authorization": f"Bearer {token or self.token}"}
-
-
-def issue(
-    settings: Settings, clock: Clock, roles: tuple[str, ...] = ("security",), **kw: object
-) -> str:
-    issuer = TokenIssuer(settings.signing_keys(), issuer=settings.jwt_issuer)
-    return issuer.issue_access(
-        subject=str(uuid.uuid4()),
-        audience=str(kw.get("audience", settings.jwt_audience)),
-        session_id=uuid.uuid4().hex,
-        auth_time=clock(),
-        amr=("pwd", "otp", "mfa"),
-        acr="aal2",
-        roles=roles,
-        now=clock() - timedelta(minutes=float(str(kw.get("age_minutes", 0)))),
-    )
 
 
 @pytest.fixture
@@ -86,44 +51,6 @@ async def audit(
             yield Audit(one, two, apps, store, settings, clock, issue(settings, clock), topic)
 
 
-async def activity(store: EventStore, accounts: int = 6, each: int = 5) -> dict[str, list[str]]:
-    """Some accounts doing things; returns each account's event ids in order."""
-    ids: dict[str, list[str]] = {}
-    for n in range(accounts):
-        account = str(uuid.uuid4())
-        meta = EventMetadata(actor=f"account:{account}")
-        first = [
-            NewEvent(
-                ev.AccountRegistered(username=f"u{n}", email=f"u{n}@x.org", password_hash="H"), meta
-            ),
-            *(
-                NewEvent(
-                    ev.LoginFailed(
-                        reason="password",
-                        consecutive_failures=i + 1,
-                        trusted_device=False,
-                        at=meta.occurred_at,
-                    ),
-                    EventMetadata(actor="anonymous"),
-                )
-                for i in range(each - 1)
-            ),
-        ]
-        await store.append(f"account-{account}", first, 0)
-        second = [
-            NewEvent(
-                ev.OtpFailed(
-                    method="totp", purpose="login", reason="invalid_code", consecutive_failures=1
-                ),
-                meta,
-            )
-            for _ in range(n % 3)
-        ]
-        await store.append(f"twofactor-{account}", second, 0)
-        ids[account] = [str(e.event_id) for e in first + second]
-    return ids
-
-
 async def all_entries(audit: Audit, **params: str) -> list[dict[str, object]]:
     items: list[dict[str, object]] = []
     cursor = None
@@ -138,11 +65,7 @@ async def all_entries(audit: Audit, **params: str) -> list[dict[str, object]]:
 
 
 async def ingested(audit: Audit, count: int) -> None:
-    async def enough() -> bool:
-        got = await audit.store.pool.fetchval("SELECT count(*) FROM audit.entries")
-        return bool(got >= count)
-
-    await eventually(enough, within=60)
+    await log_holds(audit.store.pool, count)
 
 
 async def test_every_event_appears_once_in_order_per_account_across_two_instances(
@@ -267,9 +190,6 @@ async def test_a_malformed_message_goes_to_the_dlq_and_ingest_goes_on(
     assert len(next(iter(ids.values()))) == 2
 
 
-CHAIN_ROWS = "SELECT event_id, chain, chain_seq, hash FROM audit.entries ORDER BY chain, chain_seq"
-
-
 async def test_rebuild_from_the_store_gives_the_same_entries(
     audit: Audit, postgres_url: str, template_database: str
 ) -> None:
@@ -319,6 +239,8 @@ async def test_live_tail_is_resumable_with_last_event_id(audit: Audit) -> None:
 
 
 async def _tail_and_resume(audit: Audit, http: httpx.AsyncClient) -> None:
+    started = asyncio.Event()
+
     async def collect(headers: dict[str, str], want: int) -> list[tuple[int, str]]:
         got: list[tuple[int, str]] = []
         async with http.stream("GET", "/v1/audit/events/stream", headers=headers) as response:
@@ -326,7 +248,9 @@ async def _tail_and_resume(audit: Audit, http: httpx.AsyncClient) -> None:
             assert response.headers["content-type"].startswith("text/event-stream")
             event_id = None
             async for line in response.aiter_lines():
-                if line.startswith("id: "):
+                if line == ": twofa audit stream":  # sent once its start point is fixed
+                    started.set()
+                elif line.startswith("id: "):
                     event_id = int(line[4:])
                 elif line.startswith("data: ") and event_id is not None:
                     got.append((event_id, orjson.loads(line[6:])["event_id"]))
@@ -335,7 +259,11 @@ async def _tail_and_resume(audit: Audit, http: httpx.AsyncClient) -> None:
         return got
 
     listening = asyncio.create_task(asyncio.wait_for(collect(audit.headers(), 5), 60))
-    await asyncio.sleep(0.3)  # let the stream start at the current end
+    # The stream starts at the log's end when it is opened: only what comes after is sent.
+    opened = asyncio.create_task(started.wait())
+    await asyncio.wait({listening, opened}, timeout=30, return_when=asyncio.FIRST_COMPLETED)
+    opened.cancel()
+    assert started.is_set(), listening.result() if listening.done() else "no stream after 30 s"
     ids = await activity(audit.store, accounts=1, each=5)
     first = await listening
     assert [e for _, e in first] == next(iter(ids.values()))

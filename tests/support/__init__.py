@@ -1,6 +1,7 @@
 """What the tests share, one module each.
 
 apps          an app spoken to in-process (httpx) or served on loopback; is_problem
+cli           the twofa command run as a process of its own on a test's database
 bad_inputs    the bad-input matrix's world (apps, users, forged tokens), a case sent and checked
 clock         a clock tests move by hand
 database      the server admin's SQL (CREATE, DROP DATABASE); the count of events

@@ -213,8 +213,10 @@ def _cell(value: Any) -> str:
 
 
 def _csv_line(values: list[str]) -> bytes:
+    # CRLF, as RFC 4180 has it: the writer then quotes a cell holding a lone CR too, which
+    # a reader would otherwise take for the end of the row.
     out = io.StringIO()
-    csv.writer(out, lineterminator="\n").writerow(values)
+    csv.writer(out, lineterminator="\r\n").writerow(values)
     return out.getvalue().encode()
 
 
