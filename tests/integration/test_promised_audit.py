@@ -33,7 +33,7 @@ from tests.support.cli import twofa_async
 from tests.support.clock import Clock
 from tests.support.relay import relaying
 from tests.support.seeding import enable_through_domain
-from tests.support.settings import settings_for, with_kafka
+from tests.support.settings import settings_for, with_kafka, without_broker
 
 pytestmark = pytest.mark.integration
 
@@ -206,7 +206,7 @@ async def test_csv_export_defuses_cells_that_start_like_formulas(audit: Audit) -
 
 
 async def test_summary_counts_lockouts_per_account(audit: Audit) -> None:
-    auth_settings = audit.settings.model_copy(update={"kafka_bootstrap_servers": None})
+    auth_settings = without_broker(audit.settings)
     app = auth_app(auth_settings, clock=audit.clock)
     async with client_for(app) as auth:
         locks = {}

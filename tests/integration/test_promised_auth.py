@@ -45,7 +45,7 @@ pytestmark = pytest.mark.integration
 
 async def test_each_lock_doubles_15_then_30_then_60_minutes(database_url: str) -> None:
     clock = Clock()
-    app = auth_app(settings_for(database_url), clock=clock)
+    app = auth_app(settings_for(database_url, without_broker=True), clock=clock)
     async with client_for(app) as client:
         stack = Stack(client, client, client, app.state.deps, clock, None)
         username, account_id = await register(stack)
@@ -81,7 +81,9 @@ async def test_grant_role_and_revoke_role_reach_the_next_token(database_url: str
     """Closed registration needs a ``support`` token: a grant opens it, a revoke closes it
     from the next token on (a refreshed one or a new login)."""
     clock = Clock()
-    app = auth_app(settings_for(database_url, open_registration=False), clock=clock)
+    app = auth_app(
+        settings_for(database_url, open_registration=False, without_broker=True), clock=clock
+    )
     username = f"support-{uuid.uuid4().hex[:8]}"
     async with client_for(app) as client:
         stack = Stack(client, client, client, app.state.deps, clock, None)

@@ -89,7 +89,9 @@ PREFLIGHT = {
 async def test_cors_lets_the_portal_in_and_refuses_a_foreign_origin(
     service: str, database_url: str
 ) -> None:
-    settings = settings_for(database_url, portal_origins=f"{PORTAL},http://localhost:8001")
+    settings = settings_for(
+        database_url, portal_origins=f"{PORTAL},http://localhost:8001", without_broker=True
+    )
     async with client_for(APPS[service](settings)) as client:
         portal = await client.options("/v1/login", headers={"Origin": PORTAL, **PREFLIGHT})
         assert portal.status_code == 200
