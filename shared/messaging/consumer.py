@@ -11,6 +11,7 @@ goes on; during an outage it retries the same record instead.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -77,7 +78,29 @@ class EventConsumer:
         self._consumer: AIOKafkaConsumer | None = None
 
     async def run(self, stop: asyncio.Event, started: asyncio.Event | None = None) -> None:
-        """Consume until ``stop`` is set, then commit what was done and leave the group."""
+        """Consume until ``stop`` is set, then commit what was done and leave the group.
+
+        A broker that cannot be reached (at start, or lost for good mid-run) is waited
+        for: the loop connects again every ``retry_seconds`` (at most 5 s apart) rather
+        than ending and leaving the service without its consumer.
+        """
+        delay = self.options.retry_seconds
+        while not stop.is_set():
+            try:
+                await self._consume(stop, started)
+                return
+            except KafkaError as exc:
+                log.warning(
+                    "consumer %s cannot reach the broker (%s); trying again in %.1f s",
+                    self.options.name,
+                    exc,
+                    delay,
+                )
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), delay)
+                delay = min(delay * 2, 5.0)
+
+    async def _consume(self, stop: asyncio.Event, started: asyncio.Event | None) -> None:
         opts = self.options
         consumer = create_consumer(
             self.bootstrap_servers,
@@ -86,8 +109,13 @@ class EventConsumer:
             fetch_max_wait_ms=opts.fetch_max_wait_ms,
             client_id=opts.client_id,
         )
+        try:
+            await consumer.start()
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await consumer.stop()
+            raise
         dlq = create_producer(self.bootstrap_servers, client_id=opts.client_id + "-dlq")
-        await consumer.start()
         try:
             await dlq.start()
             self._consumer = consumer

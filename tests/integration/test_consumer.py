@@ -12,6 +12,7 @@ import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from shared.devtools.servers import free_port
 from shared.messaging.consumer import ConsumerOptions, Delivery, EventConsumer, Handler
 from shared.messaging.integration import IntegrationEvent
 from tests.support.kafka import read_topic
@@ -203,3 +204,62 @@ async def _rewind(bootstrap: str, topic: str, group: str) -> None:
         await consumer.commit({tp: 0 for tp in consumer.assignment()})
     finally:
         await consumer.stop()
+
+
+@contextlib.asynccontextmanager
+async def forwarding(port: int, target: str) -> AsyncIterator[None]:
+    """Port ``port`` on 127.0.0.1 forwards to ``target`` (host:port) while the block runs."""
+    host, _, target_port = target.rpartition(":")
+
+    async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(OSError):
+            while data := await reader.read(65536):
+                writer.write(data)
+                await writer.drain()
+        writer.close()
+
+    async def forward(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(host, int(target_port))
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+    async with await asyncio.start_server(forward, "127.0.0.1", port):
+        yield
+
+
+async def test_a_broker_unreachable_at_start_is_waited_for_not_given_up(
+    pool: asyncpg.Pool, kafka_bootstrap: str, topic: str, seen_table: str
+) -> None:
+    """Regression: a service started while the broker was away lost its consumer for
+    good (the task ended with KafkaConnectionError, logged only at shutdown)."""
+    port = free_port()  # nothing listens here yet: the broker is "down"
+    consumer = EventConsumer(
+        pool=pool,
+        bootstrap_servers=f"127.0.0.1:{port}",
+        handler=record_seen,
+        options=ConsumerOptions(
+            name=f"test-{uuid.uuid4().hex[:8]}",
+            topics=(topic,),
+            dlq_topic=topic + ".dlq",
+            retry_seconds=0.05,
+        ),
+    )
+    stop, started = asyncio.Event(), asyncio.Event()
+    task = asyncio.create_task(consumer.run(stop, started))
+    try:
+        await asyncio.sleep(3)  # several failed connection attempts
+        assert not task.done(), task.exception() if task.done() else None
+        assert not started.is_set()
+        events = [integration_event() for _ in range(3)]
+        await publish(kafka_bootstrap, topic, [wire(e) for e in events])
+        async with forwarding(port, kafka_bootstrap):  # the broker is back
+            await asyncio.wait_for(started.wait(), 30)
+            await eventually(lambda: _seen(pool, 3))
+
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+    assert await seen_count(pool) == 3
+
+
+async def _seen(pool: asyncpg.Pool, n: int) -> bool:
+    return await seen_count(pool) == n
