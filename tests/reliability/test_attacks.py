@@ -273,7 +273,11 @@ async def staff(stack: Stack, recorder: Recorder) -> Staff:
 
 @pytest_asyncio.fixture(loop_scope="module")
 async def api(stack: Stack, recorder: Recorder) -> AsyncIterator[Api]:
-    limits = httpx.Limits(max_connections=RACERS + 10)
+    # Idle connections are dropped before uvicorn's keep-alive of 5 s closes them: with
+    # httpx's default (also 5 s) a connection the server was closing could be picked for
+    # the next request, which then failed with ReadError (seen in the races, on a
+    # loaded machine, after a hundred logins took longer than that).
+    limits = httpx.Limits(max_connections=RACERS + 10, keepalive_expiry=2.0)
     async with httpx.AsyncClient(timeout=60, limits=limits) as client:
         yield Api(stack, recorder, client)
 
