@@ -7,15 +7,20 @@ and Kafka. All of schemathesis' checks run on every answer (status code, content
 headers and body as documented, no 5xx, ...), and one of ours: a request refused as bad
 input or for its token leaves no event behind.
 
-So that cases reach past the bearer check, most are sent as somebody: an account made
-for that case (plain, with 2FA on, or halfway through enrolment), a support user or a
-security user. Where a generated field has a real counterpart (the password, an mfa or
-refresh token, the current OTP, a recovery code, an account or reset request id), some
-cases carry the real value instead, so the code behind the check runs too. Who picks
-which is a hash of the generated value: the same seed makes the same run. The people are
-made by a second replica's ``AuthDeps`` in an event loop of its own (the "backstage"). No relay
-runs during the fuzzing and the auth app runs without its Kafka consumer (the only one
-that appends events), so nothing but the requests writes events and the count is exact.
+So that cases reach past the bearer check, three in four of those of an operation that
+requires a bearer are sent as somebody, whether or not schemathesis generated an
+Authorization header for them (it knows them as authenticated on purpose: see
+``Somebody``): an account made for that case (plain, with 2FA on, or halfway through
+enrolment), a support user or a security user. Each operation's answers are tallied by
+status class into the report, and at least a quarter of the cases of each bearer
+operation must get past the token check. Where a generated field has a real counterpart
+(the password, an mfa or refresh token, the current OTP, a recovery code, an account or
+reset request id), some cases carry the real value instead, so the code behind the
+check runs too. Who picks which is a hash of the generated value: the same seed makes
+the same run. The people are made by a second replica's ``AuthDeps`` in an event loop of
+its own (the "backstage"). No relay runs during the fuzzing and the auth app runs
+without its Kafka consumer (the only one that appends events), so nothing but the
+requests writes events and the count is exact.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 import zlib
+from collections import Counter, defaultdict
 from collections.abc import Awaitable, Callable, Iterator, MutableMapping
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -34,6 +40,7 @@ from anyio.from_thread import BlockingPortal, start_blocking_portal
 from fastapi import FastAPI
 from schemathesis import BaseSchema as Schema
 from schemathesis import Case
+from schemathesis.core import NotSet
 from schemathesis.errors import FailureGroup
 from schemathesis.openapi.checks import RejectedPositiveData
 from starlette.types import Receive, Scope, Send
@@ -74,7 +81,7 @@ TICKET, REASON = "SUP-4711", "Lost phone and printed codes; identity checked by 
 CONFIG = schemathesis.Config.from_dict(
     {
         "seed": 20240611,
-        "generation": {"max-examples": 12, "deterministic": True, "database": "none"},
+        "generation": {"max-examples": 25, "deterministic": True, "database": "none"},
         # Nothing learnt from answers (which carry fresh tokens and ids): same seed, same run.
         "phases": {
             "examples": {"extra-data-sources": {"responses": False}},
@@ -144,6 +151,7 @@ class Backstage:
     def __init__(self, portal: BlockingPortal, core: AuthDeps) -> None:
         self.portal = portal
         self.core = core
+        self.tokens: set[str] = set()  # every access token given to somebody
 
     def run(self, work: Callable[[], Awaitable[T]]) -> T:
         return self.portal.call(work)
@@ -163,7 +171,9 @@ class Backstage:
             enrolled = await enable_through_domain(self.core, account_id, self.core.clock())
             person = replace(person, secret=enrolled.secret, codes=enrolled.codes)
         if not session:
-            return replace(person, access_token=self._token(account_id, roles, two_factor))
+            person = replace(person, access_token=self._token(account_id, roles, two_factor))
+            self.tokens.add(person.access_token)
+            return person
         tokens = await self._login(username)
         if isinstance(tokens, logins.MfaChallenge):
             tokens = await logins.login_mfa(
@@ -172,6 +182,7 @@ class Backstage:
                 mfa_token=tokens.mfa_token,
                 proof=Proof(recovery_code=person.codes.pop()),
             )
+        self.tokens.add(tokens.access_token)
         return replace(person, access_token=tokens.access_token, refresh_token=tokens.refresh_token)
 
     async def challenged(self) -> Person:
@@ -317,6 +328,8 @@ class Counted:
         self.requests = 0
         self.cases = 0
         self.position = 0
+        self.answers: defaultdict[str, Answers] = defaultdict(Answers)  # by operation
+        self.bearer_operations = bearer_operations(app)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"] != "/openapi.json":
@@ -337,6 +350,98 @@ def before_call(context: schemathesis.HookContext, case: Case[Any], kwargs: dict
 
 
 TALLY = pytest.StashKey[Counted]()
+# Of the cases of an operation that takes a bearer, at least this share must get past the
+# token check (a 2xx, or a 4xx other than 401 and 403), or the fuzzing tried little more
+# than the check itself. Counted over the cases whose token was ours to give: not those
+# sent with a method the path lacks (the router answers them), nor those in which
+# schemathesis itself left out or broke the Authorization header to test the check (it
+# expects them refused, and they are most of the cases of an operation with nothing else
+# to vary, such as GET /v1/audit/verify).
+PAST_AUTH_FLOOR = 0.25
+STATUS_CLASSES = ("2xx", "4xx", "401/403", "5xx", "other")
+
+
+def status_class(status: int) -> str:
+    if status in (401, 403):
+        return "401/403"
+    kind = f"{status // 100}xx"
+    return kind if kind in STATUS_CLASSES else "other"
+
+
+@dataclass
+class Answers:
+    """What one operation's cases were answered, by status class."""
+
+    by_class: Counter[str] = field(default_factory=Counter)  # sent with its own method
+    other_method: int = 0  # sent with a method the path does not have
+    real_token: int = 0  # sent with somebody's access token
+    token_negated: int = 0  # schemathesis left out or broke the token on purpose
+    negated_past: int = 0  # ... and yet got past the token check
+
+    def add(self, case: Case[Any], status: int, *, real_token: bool) -> None:
+        self.real_token += real_token
+        if case.method.upper() != case.operation.method.upper():
+            self.other_method += 1
+            return
+        kind = status_class(status)
+        self.by_class[kind] += 1
+        if case.operation.schema.is_security_param_negated(case):
+            self.token_negated += 1
+            self.negated_past += kind in ("2xx", "4xx")
+
+    @property
+    def cases(self) -> int:
+        return sum(self.by_class.values()) + self.other_method
+
+    def past_authentication(self) -> float:
+        """The share of the cases whose token was ours to give that got past the check."""
+        ours = sum(self.by_class.values()) - self.token_negated
+        past = self.by_class["2xx"] + self.by_class["4xx"] - self.negated_past
+        return past / ours if ours else 0.0
+
+
+def requires_bearer(security: object) -> bool:
+    """Whether an operation's OpenAPI ``security`` requires the bearer token: every
+    requirement it lists names it (``/v1/accounts`` also lists none: the token is optional)."""
+    return (
+        isinstance(security, list)
+        and bool(security)
+        and all(isinstance(r, dict) and "HTTPBearer" in r for r in security)
+    )
+
+
+def bearer_operations(app: FastAPI) -> set[str]:
+    """The operations (``METHOD /path``) of ``app`` that require a bearer token."""
+    return {
+        f"{method.upper()} {path}"
+        for path, operations in app.openapi()["paths"].items()
+        for method, operation in operations.items()
+        if requires_bearer(operation.get("security"))
+    }
+
+
+def tabulate(service: str, counted: Counted) -> list[str]:
+    """Put each operation's answers in the report; the bearer operations under the floor."""
+    table = REPORT.table(
+        "fuzz: answers per operation",
+        *("operation", "cases", "real token", "token negated", *STATUS_CLASSES),
+        *("other method", "past auth"),
+    )
+    short = []
+    for label in sorted(set(counted.answers) | counted.bearer_operations):
+        answers = counted.answers[label]
+        share = answers.past_authentication()
+        bearer = label in counted.bearer_operations
+        table.add(
+            f"{service}: {label}",
+            *(answers.cases, answers.real_token, answers.token_negated),
+            *(answers.by_class[kind] for kind in STATUS_CLASSES),
+            answers.other_method,
+            f"{share:.0%}" if bearer else "-",
+        )
+        if bearer and share < PAST_AUTH_FLOOR:
+            short.append(f"{label}: {share:.0%} of {answers.cases} cases")
+    return short
 
 
 def load(
@@ -351,9 +456,13 @@ def load(
     request.node._nodeid = request.node.nodeid
     counted = Counted(app, scene, cast_case)
     request.node.stash[TALLY] = counted
-    yield schemathesis.openapi.from_asgi("/openapi.json", counted, config=CONFIG)
+    schema = schemathesis.openapi.from_asgi("/openapi.json", counted, config=CONFIG)
+    schema.auth(refresh_interval=None)(Somebody)  # asked for every case, never cached
+    yield schema
     REPORT.requests += counted.requests
     REPORT.other[f"fuzz cases ({service})"] += counted.cases
+    short = tabulate(service, counted)
+    assert not short, f"under {PAST_AUTH_FLOOR:.0%} of the cases got past the token: {short}"
 
 
 # Who each case is sent as ------------------------------------------------------------
@@ -365,11 +474,12 @@ def chosen(name: str, value: object) -> bool:
 
 
 def send_as(case: Case[Any], bearer: Person | None, values: dict[str, str]) -> None:
-    """Send ``case`` with ``bearer``'s token and some fields replaced with real ``values``.
+    """Send ``case`` with ``bearer``'s token where ``Somebody`` marked it for one, and some
+    fields replaced with real ``values``.
 
     Containers are replaced, never changed in place: schemathesis may build several cases
     on the same generated ones."""
-    if bearer is not None and chosen("authorization", case.headers.get("Authorization")):
+    if bearer is not None and case.headers.get("Authorization") == SOMEBODY:
         case.headers = _with(case.headers, {"Authorization": f"Bearer {bearer.access_token}"})
     for location in ("body", "path_parameters", "query", "headers"):
         container = getattr(case, location)
@@ -382,6 +492,35 @@ def send_as(case: Case[Any], bearer: Person | None, values: dict[str, str]) -> N
         }
         if real:
             setattr(case, location, _with(container, real))
+
+
+SOMEBODY = "Bearer somebody"  # the mark ``Somebody`` puts; ``send_as`` puts a real token
+
+
+class Somebody:
+    """Marks three cases in four of an operation that requires a bearer for somebody's
+    token (which ones follows from what was generated), whether or not an Authorization
+    header was generated for them.
+
+    Given to schemathesis as its auth provider, so it knows these cases carry credentials
+    on purpose: it leaves alone the cases meant to go without a token or with a broken one
+    (and expects 401 for them), and probes with its own that the token is enforced. The
+    person is only made when the case is sent (``before_call``), so the mark stands in."""
+
+    def get(self, case: Case[Any], ctx: schemathesis.AuthContext) -> str | None:
+        required = case.operation.definition.raw.get("security")
+        if requires_bearer(required) and chosen("authorization", _generated(case)):
+            return SOMEBODY
+        return None
+
+    def set(self, case: Case[Any], data: str, ctx: schemathesis.AuthContext) -> None:
+        case.headers = _with(case.headers, {"Authorization": data})
+
+
+def _generated(case: Case[Any]) -> str:
+    """What was generated for ``case``, as text that is the same from run to run."""
+    parts = (case.body, case.path_parameters, case.query, case.headers)
+    return " ".join("-" if isinstance(part, NotSet) else repr(part) for part in parts)
 
 
 def _with(container: MutableMapping[str, Any], changes: dict[str, str]) -> Any:
@@ -474,6 +613,9 @@ def check(case: Case[Any], scene: Scene, request: pytest.FixtureRequest) -> None
     tally = request.node.stash[TALLY]
     tally.cases += 1
     response = case.call()
+    bearer = (case.headers.get("Authorization") or "").removeprefix("Bearer ")
+    real_token = bearer in scene.backstage.tokens
+    tally.answers[case.operation.label].add(case, response.status_code, real_token=real_token)
     written = scene.backstage.run(scene.backstage.last_position) - tally.position
     try:
         case.validate_response(response)
