@@ -24,7 +24,7 @@ from shared.platform.clock import Clock
 from shared.platform.config import Settings
 from shared.platform.db import create_pool
 from shared.web.health import broker_answers, database_answers, install_readiness
-from shared.web.middleware import install_common
+from shared.web.middleware import install_common, single_valued_query
 
 __all__ = [
     "ContextDep",
@@ -71,7 +71,13 @@ def service_app(
         finally:
             await pool.close()
 
-    app = FastAPI(title=f"twofa {name}", version="1", summary=summary, lifespan=lifespan)
+    app = FastAPI(
+        title=f"twofa {name}",
+        version="1",
+        summary=summary,
+        lifespan=lifespan,
+        dependencies=[Depends(single_valued_query)],
+    )
     install_common(app, name)
     origins = [o.strip() for o in settings.portal_origins.split(",") if o.strip()]
     if origins:  # the portal page calls the services from the auth service's origin

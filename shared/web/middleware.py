@@ -23,7 +23,7 @@ from shared.platform.outages import OUTAGES
 from shared.web.openapi import document_common_problems
 from shared.web.problems import Problem, problem_for, problem_response, validation_errors
 
-__all__ = ["MAX_BODY_BYTES", "BodyLimit", "install_common"]
+__all__ = ["MAX_BODY_BYTES", "BodyLimit", "install_common", "single_valued_query"]
 
 log = logging.getLogger(__name__)
 MAX_BODY_BYTES = 64 * 1024
@@ -67,6 +67,28 @@ def install_common(app: FastAPI, service: str) -> None:
     )
     async def metrics() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+async def single_valued_query(request: Request) -> None:
+    """Every twofa query parameter takes one value: one given twice is a 422 naming it,
+    never a silent pick of either (an app-wide dependency of every service)."""
+    seen: set[str] = set()
+    repeated: list[str] = []
+    for key, _ in request.query_params.multi_items():
+        if key in seen and key not in repeated:
+            repeated.append(key)
+        seen.add(key)
+    if repeated:
+        raise RequestValidationError(
+            [
+                {
+                    "type": "repeated",
+                    "loc": ("query", key),
+                    "msg": "given more than once; this parameter takes one value",
+                }
+                for key in repeated
+            ]
+        )
 
 
 def _answer(problem: Problem) -> Response:

@@ -396,6 +396,41 @@ async def test_bad_query_parameters_are_4xx_problems(audit: Audit) -> None:
         assert bad_resume.status_code == 422 and is_problem(bad_resume)
 
 
+# A parameter given twice is refused by name, never answered with one of its values.
+REPEATED = [
+    ("/v1/audit/events", [("actor", "operator:a"), ("actor", "operator:b")], ["actor"]),
+    ("/v1/audit/events", [("type", "twofa.enabled"), ("type", "twofa.enabled")], ["type"]),
+    ("/v1/audit/events", [("limit", "5"), ("limit", "500")], ["limit"]),
+    ("/v1/audit/events", [("account", "a"), ("cursor", "x"), ("account", "b")], ["account"]),
+    ("/v1/audit/export", [("format", "csv"), ("format", "ndjson")], ["format"]),
+    (
+        "/v1/audit/export",
+        [("actor", "x"), ("actor", "y"), ("type", "a"), ("type", "b")],
+        ["actor", "type"],
+    ),
+    ("/v1/audit/summary", [("since", "2026-01-01T00:00:00Z")] * 2, ["since"]),
+    ("/v1/audit/verify", [("unknown", "1"), ("unknown", "2")], ["unknown"]),
+    ("/v1/audit/events/stream", [("type", "a"), ("type", "b")], ["type"]),
+]
+
+
+@pytest.mark.parametrize(("path", "params", "names"), REPEATED)
+async def test_a_query_parameter_given_twice_is_refused_by_name(
+    audit: Audit, path: str, params: list[tuple[str, str]], names: list[str]
+) -> None:
+    query = httpx.QueryParams(tuple(params))
+    response = await audit.client.get(path, params=query, headers=audit.headers())
+    assert response.status_code == 422 and is_problem(response), response.text
+    assert response.json()["code"] == "invalid_request"
+    assert response.json()["errors"] == [
+        {
+            "field": f"query.{name}",
+            "message": "given more than once; this parameter takes one value",
+        }
+        for name in names
+    ]
+
+
 async def test_auth_and_enrolment_actions_reach_the_audit_log_in_order(
     audit: Audit, database_url: str, kafka_bootstrap: str
 ) -> None:

@@ -81,7 +81,7 @@ TICKET, REASON = "SUP-4711", "Lost phone and printed codes; identity checked by 
 CONFIG = schemathesis.Config.from_dict(
     {
         "seed": 20240611,
-        "generation": {"max-examples": 25, "deterministic": True, "database": "none"},
+        "generation": {"max-examples": 30, "deterministic": True, "database": "none"},
         # Nothing learnt from answers (which carry fresh tokens and ids): same seed, same run.
         "phases": {
             "examples": {"extra-data-sources": {"responses": False}},
