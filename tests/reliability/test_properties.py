@@ -742,14 +742,15 @@ class FlowMachine(RuleBasedStateMachine):
             assert expect_of(outcome.verdict) == expected
             return None
         assert isinstance(outcome, list), outcome
-        self._shown_codes(outcome)
+        self.model.codes = self._shown(outcome)
         return None
 
-    def _shown_codes(self, codes: list[str]) -> None:
+    def _shown(self, codes: list[str]) -> list[str]:
+        """Recovery codes shown once: six distinct ones, never to be found in an event."""
         assert len(codes) == len(set(codes)) == 6
         self.cleartext.update(c.encode() for c in codes)
         self.cleartext.update(c.replace("-", "").encode() for c in codes)
-        self.model.regenerate(codes) if self.model.codes else setattr(self.model, "codes", codes)
+        return codes
 
     @rule(spec=PROOFS)
     def regenerate_codes(self, spec: OtpSpec) -> None:
@@ -760,7 +761,7 @@ class FlowMachine(RuleBasedStateMachine):
         outcome = self._do(enrolment_uc.regenerate_codes(self.deps, self._ctx(), claims, proof))
         if self._second_factor(proof, outcome, list):
             assert isinstance(outcome, list)
-            self._shown_codes(outcome)
+            self.model.regenerate(self._shown(outcome))
 
     @rule(spec=PROOFS)
     def disable(self, spec: OtpSpec) -> None:
