@@ -153,6 +153,7 @@ SECONDS = [0, 1, 29, 30, 30, 31, 45, 60, 60, 90, 300, 600, 900, 3600, 43_200, 86
 DELTAS = st.sampled_from(SECONDS).map(lambda s: timedelta(seconds=s))
 PICK = st.integers(0, 50)  # which earlier session or challenge: 0 is the newest
 KNOWN = st.sampled_from([True, True, True, False])  # support usually names the real request
+RIGHT = st.sampled_from([True, True, True, False])  # the user mostly knows their password
 # A proof is (method, what the user types, offset or index), resolved against the model.
 OtpSpec = tuple[str, str, int]
 # Weighted towards codes that should work, or the flow rarely gets past enrolment.
@@ -435,7 +436,7 @@ class FlowMachine(RuleBasedStateMachine):
     def register(
         self, policy: tf.Policy, passwords: acct.PasswordPolicy, snapshot_every: int, opening: str
     ) -> None:
-        """``register_account`` and a first login; in most runs the owner then turns 2FA on
+        """``register_account`` and two logins; in most runs the owner then turns 2FA on
         straight away, and in some support has already opened (and approved) a reset by
         the time the run starts."""
         self.policy, self.passwords = policy, passwords
@@ -463,7 +464,8 @@ class FlowMachine(RuleBasedStateMachine):
         self._begin()
         self._collect()
         assert [type(e) for e in self.step_events] == [ev.AccountRegistered]
-        self.log_in(right=True, trusted=False)
+        self.log_in(right=True, trusted=False)  # on a laptop, say
+        self.log_in(right=True, trusted=False)  # and on a phone
         if opening != "new":
             self.start_enrolment()
             self.confirm_enrolment((tf.TOTP, "pending", 0))
@@ -471,6 +473,7 @@ class FlowMachine(RuleBasedStateMachine):
         if opening.startswith("reset"):
             self.request_reset(STAFF[0])
         if opening == "reset approved":
+            self.approve_reset("requester", known=True)  # four eyes: refused
             self.approve_reset(STAFF[1], known=True)
 
     @rule()
@@ -528,22 +531,26 @@ class FlowMachine(RuleBasedStateMachine):
         if self.model.on and self.challenges:
             self.log_in_second_step(pick=0, spec=spec)
 
-    @rule(spec=PROOFS, wait=st.booleans(), late=st.booleans())
-    def mistype_until_locked(self, spec: OtpSpec, wait: bool, late: bool) -> None:
+    @rule(spec=PROOFS, rounds=st.integers(1, 3), wait=st.booleans(), late=st.booleans())
+    def mistype_until_locked(self, spec: OtpSpec, rounds: int, wait: bool, late: bool) -> None:
         """Someone with the password mistypes the newest login's code (opening one if none
         is open) until the second factor locks; then perhaps waits for the lock's end and
-        tries that login again, which the lockout killed: its end must not revive it."""
+        tries that login again, which the lockout killed (its end must not revive it);
+        and again, for locks in a row."""
         m = self.model
-        if not m.on:
-            return
-        if not self.challenges or m.live_challenge(self.challenges[-1][1], self.now) is None:
-            self.log_in(right=True, trusted=False)
-        for _ in range(self.policy.max_failures):
-            cid = self.challenges[-1][1] if self.challenges else ""
-            if m.locked(self.now) or m.live_challenge(cid, self.now) is None:
-                break
-            self.log_in_second_step(pick=0, spec=(tf.TOTP, "stranger", 0))
-        if wait and m.locked_until is not None and m.locked_until > self.now:
+        for round_ in range(rounds):
+            if not m.on:
+                return
+            live = self.challenges and m.live_challenge(self.challenges[-1][1], self.now)
+            if round_ > 0 or not live:  # after a lock, a new login: the old one is dead
+                self.log_in(right=True, trusted=False)
+            for _ in range(self.policy.max_failures):
+                cid = self.challenges[-1][1] if self.challenges else ""
+                if m.locked(self.now) or m.live_challenge(cid, self.now) is None:
+                    break
+                self.log_in_second_step(pick=0, spec=(tf.TOTP, "stranger", 0))
+            if not wait or m.locked_until is None or m.locked_until <= self.now:
+                return
             self.now = m.locked_until + timedelta(seconds=late)
             self.log_in_second_step(pick=0, spec=spec)
 
@@ -599,7 +606,7 @@ class FlowMachine(RuleBasedStateMachine):
         self._pending_proof = None if spec is None else self._typed(spec)
         return self._pending_proof
 
-    @rule(pick=PICK, right=st.booleans(), spec=st.none() | PROOFS, new=st.sampled_from(PASSWORDS))
+    @rule(pick=PICK, right=RIGHT, spec=st.none() | PROOFS, new=st.sampled_from(PASSWORDS))
     def change_password(self, pick: int, right: bool, spec: OtpSpec | None, new: str) -> None:
         self._begin()
         sid = self._session(pick)
@@ -618,7 +625,7 @@ class FlowMachine(RuleBasedStateMachine):
             self.model.password = new
             self.model.sessions = {sid: self.model.sessions[sid]}
 
-    @rule(pick=PICK, right=st.booleans(), spec=st.none() | PROOFS, new=st.sampled_from(EMAILS))
+    @rule(pick=PICK, right=RIGHT, spec=st.none() | PROOFS, new=st.sampled_from(EMAILS))
     def change_email(self, pick: int, right: bool, spec: OtpSpec | None, new: str) -> None:
         self._begin()
         outcome = self._do(
@@ -637,7 +644,7 @@ class FlowMachine(RuleBasedStateMachine):
             assert (changed == []) == (new == self.model.email)
             self.model.email = new
 
-    @rule(pick=PICK, right=st.booleans(), spec=st.none() | PROOFS)
+    @rule(pick=PICK, right=RIGHT, spec=st.none() | PROOFS)
     def reauthenticate(self, pick: int, right: bool, spec: OtpSpec | None) -> None:
         self._begin()
         sid = self._session(pick)
@@ -789,7 +796,7 @@ class FlowMachine(RuleBasedStateMachine):
         assert isinstance(outcome, str), outcome
         return None
 
-    @rule(by=st.sampled_from([*STAFF, "requester"]), known=KNOWN)
+    @rule(by=st.sampled_from([*STAFF, "requester", "requester"]), known=KNOWN)
     def approve_reset(self, by: str, known: bool) -> None:
         """The second support person approves; or the first, or the owner, tries to."""
         self._begin()
@@ -798,11 +805,12 @@ class FlowMachine(RuleBasedStateMachine):
         if by == "requester":
             by = reset.requested_by if reset else STAFF[0]
         claims = self._staff(by)
-        self.approved_at.setdefault(request_id, self.now)  # with no cooling-off it completes
+        expected = self.model.approve_reset(request_id, claims.sub, self.now)
+        if expected is None:  # known before the events are checked: with no cooling-off
+            self.approved_at[request_id] = self.now  # the reset completes in this step
         outcome = self._do(
             reset_uc.approve_reset(self.deps, self._ctx(), claims, self.account_id, request_id)
         )
-        expected = self.model.approve_reset(request_id, claims.sub, self.now)
         if expected is not None:
             return self._refused_as(outcome, expected)
         assert outcome == self.now + self.policy.reset_cooling_off, outcome
