@@ -47,6 +47,14 @@ reliability: $(STAMP)
 	@$(BIN)/pytest tests/reliability $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
 
+# The mutation harness (tests/reliability/mutants.py): each planted bug, in a copy of the
+# tree, must make the property test fail; prints caught / missed. E.g. MUTANTS_ARGS="--only lock".
+MUTANTS_ARGS ?=
+
+.PHONY: mutants
+mutants: $(STAMP)
+	$(BIN)/python -m tests.reliability.mutants $(MUTANTS_ARGS)
+
 # The benchmark suite (bench/README.md): every part, or BENCH_ARGS="run login otp".
 BENCH_STAMP := $(VENV)/.bench-installed
 BENCH_ARGS  ?= run

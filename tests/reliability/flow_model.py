@@ -1,8 +1,9 @@
 """What the login and 2FA flow promise, as a small model written without the domain code.
 
-``test_properties.py`` runs every command against the real aggregates and against this
-model and compares. The model plays the user and their phone, so it holds cleartext
-(TOTP secrets, recovery codes, passwords) that the aggregates never see. It computes
+``test_properties.py`` runs every command through the real use cases (on a real event
+store) and against this model, and compares. The model plays the user and their phone,
+so it holds cleartext (TOTP secrets, recovery codes, passwords) that the aggregates
+never see. It computes
 OTPs with ``cryptography``'s HOTP, not with ``shared.security.totp``, and its lockout and
 throttle lengths by doubling step by step, not with the policies' own formulas.
 """
