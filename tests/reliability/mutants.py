@@ -201,13 +201,19 @@ def copy_tree(dest: Path) -> None:
             shutil.copy2(source, target)
 
 
+# Base32 TOTP secrets and recovery codes the property test handed out: even a test's
+# secrets stay out of a printed report.
+_SECRETS = re.compile(r"\b[A-Z2-7]{16,}\b|\b[0-9a-z]{4}(?:-[0-9a-z]{4}){3}\b")
+
+
 def _why(output: str) -> str:
     """The failure's first line that says something: the assertion and its message."""
     errors = [line[4:].strip() for line in output.splitlines() if line.startswith("E   ")]
     for line in errors:
         if line.startswith(("AssertionError: ", "assert ", "KeyError", "TypeError")):
-            return re.sub(r"\s+", " ", line.removeprefix("AssertionError: "))[:80]
-    return errors[0][:80] if errors else "failed"
+            found = re.sub(r"\s+", " ", line.removeprefix("AssertionError: "))
+            return _SECRETS.sub("<secret>", found)[:80]
+    return _SECRETS.sub("<secret>", errors[0])[:80] if errors else "failed"
 
 
 def run_one(mutant: Mutant | None, database_url: str, examples: int) -> Outcome:
