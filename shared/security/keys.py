@@ -10,10 +10,18 @@ from typing import Any
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from jwt.algorithms import OKPAlgorithm
 
-__all__ = ["ALG", "SigningKeys", "is_jwks", "keys_from_jwks"]
+__all__ = ["ALG", "ALGS", "LEGACY_ALG", "SigningKeys", "is_jwks", "keys_from_jwks"]
 
-ALG = "EdDSA"
+ALG = "Ed25519"  # RFC 9864's fully specified name: what tokens are signed as
+LEGACY_ALG = "EdDSA"  # deprecated by RFC 9864; accepted for tokens issued before the switch
+ALGS = (ALG, LEGACY_ALG)
+
+try:  # PyJWT knows the key type (OKP) but not yet RFC 9864's name for it
+    jwt.get_algorithm_by_name(ALG)
+except NotImplementedError:
+    jwt.register_algorithm(ALG, OKPAlgorithm())
 _BASE64URL = re.compile(r"[A-Za-z0-9_-]*")
 _KID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 
@@ -86,7 +94,11 @@ class SigningKeys:
         return {kid: key.public_key() for kid, key in self._keys.items()}
 
     def public_jwks(self) -> dict[str, Any]:
-        """Every public key as an RFC 8037 JWKS, so tokens from older keys keep verifying."""
+        """Every public key as an RFC 8037 JWKS, so tokens from older keys keep verifying.
+
+        During the switch to RFC 9864's names each key is listed twice, as ``Ed25519``
+        and as the deprecated ``EdDSA``, for verifiers that match on ``alg``.
+        """
         return {
             "keys": [
                 {
@@ -95,9 +107,10 @@ class SigningKeys:
                     "x": _b64url(key.public_bytes_raw()),
                     "kid": kid,
                     "use": "sig",
-                    "alg": ALG,
+                    "alg": alg,
                 }
                 for kid, key in self.public_keys().items()
+                for alg in ALGS
             ]
         }
 
@@ -119,14 +132,15 @@ def keys_from_jwks(jwks: Mapping[str, Any]) -> dict[str, Ed25519PublicKey]:
     for jwk in jwks["keys"]:
         if not isinstance(jwk, Mapping) or (jwk.get("kty"), jwk.get("crv")) != ("OKP", "Ed25519"):
             continue
-        if jwk.get("use", "sig") != "sig" or jwk.get("alg", ALG) != ALG:
+        if jwk.get("use", "sig") != "sig" or jwk.get("alg", ALG) not in ALGS:
             continue
         kid, x = jwk.get("kid"), jwk.get("x")
         if not isinstance(kid, str) or not kid:
             raise ValueError("an Ed25519 key in the JWKS has no kid")
-        if kid in keys:
-            raise ValueError(f"JWKS key id {kid!r} appears twice")
         if not isinstance(x, str) or not _BASE64URL.fullmatch(x) or len(x) != 43:
             raise ValueError(f"JWKS key {kid!r} has no valid 32-byte 'x'")
-        keys[kid] = Ed25519PublicKey.from_public_bytes(base64.urlsafe_b64decode(x + "="))
+        key = Ed25519PublicKey.from_public_bytes(base64.urlsafe_b64decode(x + "="))
+        if kid in keys and keys[kid].public_bytes_raw() != key.public_bytes_raw():
+            raise ValueError(f"JWKS key id {kid!r} names two different keys")
+        keys[kid] = key  # the same key under both names is one key
     return keys

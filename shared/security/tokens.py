@@ -1,4 +1,4 @@
-"""Access and MFA tokens: JWTs signed with Ed25519 (``alg`` EdDSA) under a key ring.
+"""Access and MFA tokens: JWTs signed with Ed25519 (``alg`` Ed25519, RFC 9864) under a key ring.
 
 The auth service holds ``SigningKeys`` and mints tokens with ``TokenIssuer``; any service
 checks them with ``TokenVerifier``, built from the published JWKS. A token names its key
@@ -27,7 +27,7 @@ from typing import Any, Literal
 import jwt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from shared.security.keys import ALG, SigningKeys, is_jwks, keys_from_jwks
+from shared.security.keys import ALGS, SigningKeys, is_jwks, keys_from_jwks
 
 Reason = Literal[
     "malformed",
@@ -255,8 +255,8 @@ class TokenVerifier:
         except (jwt.PyJWTError, ValueError, TypeError, RecursionError):
             raise TokenError("the token header cannot be decoded", "malformed") from None
         # Checked before any key is touched: no "none", no HMAC over the public key, no RSA.
-        if header.get("alg") != ALG:
-            raise TokenError("only EdDSA tokens are accepted", "alg_not_allowed")
+        if header.get("alg") not in ALGS:
+            raise TokenError("only Ed25519 (or EdDSA) tokens are accepted", "alg_not_allowed")
         found = header.get("typ")
         if not isinstance(found, str) or found.lower().removeprefix("application/") != typ:
             raise TokenError(f"not an {typ} token", "wrong_type")
@@ -273,7 +273,7 @@ class TokenVerifier:
             payload = jwt.decode(
                 token,
                 key,
-                algorithms=[ALG],
+                algorithms=list(ALGS),
                 audience=self._audience,
                 issuer=self._issuer,
                 # Times are checked below, against ``now`` rather than PyJWT's own clock.

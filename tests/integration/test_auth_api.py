@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -11,6 +12,7 @@ from datetime import timedelta
 import httpx
 import jwt
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from services.auth.main import create_app
 from services.auth.usecases.deps import AuthDeps
@@ -82,8 +84,18 @@ async def test_password_only_login_gives_tokens_that_the_jwks_verifies(auth: Aut
     tokens = await login(auth, username)
     assert tokens["acr"] == "aal1" and tokens["amr"] == ["pwd"]
     jwks = (await auth.client.get("/.well-known/jwks.json")).json()
-    key = jwt.PyJWK(jwks["keys"][0])
-    claims = jwt.decode(str(tokens["access_token"]), key, algorithms=["EdDSA"], audience="twofa")
+    token = str(tokens["access_token"])
+    # RFC 9864's entry, checked with nothing but the raw key: the signature over the input.
+    (current,) = [k for k in jwks["keys"] if k["alg"] == "Ed25519"]
+    signing_input, _, signature = token.rpartition(".")
+    raw = Ed25519PublicKey.from_public_bytes(base64.urlsafe_b64decode(current["x"] + "="))
+    raw.verify(
+        base64.urlsafe_b64decode(signature + "=" * (-len(signature) % 4)), signing_input.encode()
+    )
+    # The deprecated entry is what PyJWT (2.15) loads; its key checks the token once
+    # "Ed25519" is registered as OKP (as README says, and shared.security.keys does).
+    (legacy,) = [k for k in jwks["keys"] if k["alg"] == "EdDSA"]
+    claims = jwt.decode(token, jwt.PyJWK(legacy).key, algorithms=["Ed25519"], audience="twofa")
     assert claims["sub"] == account_id and claims["iss"] == "twofa"
     assert {"sid", "iat", "exp", "auth_time", "amr", "acr", "roles"} <= set(claims)
     me = await auth.client.get("/v1/me", headers=bearer(tokens["access_token"]))

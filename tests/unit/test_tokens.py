@@ -16,6 +16,7 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -105,7 +106,7 @@ def test_access_token_round_trips_every_claim() -> None:
         typ="access",
     )
     assert len(claims.jti) >= 16
-    assert jwt.get_unverified_header(token) == {"alg": "EdDSA", "kid": "k1", "typ": "at+jwt"}
+    assert jwt.get_unverified_header(token) == {"alg": "Ed25519", "kid": "k1", "typ": "at+jwt"}
 
 
 def test_access_token_verifies_against_the_real_clock() -> None:
@@ -269,7 +270,8 @@ def test_rs256_token_is_refused() -> None:
         {"alg": "ES256", "typ": "at+jwt", "kid": "k1"},
         {"alg": "eddsa", "typ": "at+jwt", "kid": "k1"},
         {"alg": ["EdDSA"], "typ": "at+jwt", "kid": "k1"},
-        {"alg": "Ed25519", "typ": "at+jwt", "kid": "k1"},
+        {"alg": "ed25519", "typ": "at+jwt", "kid": "k1"},
+        {"alg": "Ed448", "typ": "at+jwt", "kid": "k1"},
     ],
 )
 def test_any_other_alg_header_is_refused(header: dict[str, Any]) -> None:
@@ -326,7 +328,12 @@ def test_token_from_an_old_key_verifies_after_rotation() -> None:
     fresh = SigningKeys.generate("2030-02")
     after = SigningKeys.from_config(f"{before.to_config()},{fresh.to_config()}", "2030-02")
     jwks = after.public_jwks()
-    assert [key["kid"] for key in jwks["keys"]] == ["2030-01", "2030-02"]
+    assert [(key["kid"], key["alg"]) for key in jwks["keys"]] == [
+        ("2030-01", "Ed25519"),
+        ("2030-01", "EdDSA"),
+        ("2030-02", "Ed25519"),
+        ("2030-02", "EdDSA"),
+    ]
     check = TokenVerifier.from_jwks(jwks, issuer=ISSUER, audience=AUDIENCE)
     assert check.verify_access(old_token, now=NOW).sub
     new_token = access_token(after)
@@ -336,18 +343,44 @@ def test_token_from_an_old_key_verifies_after_rotation() -> None:
 
 def test_jwks_publishes_rfc8037_okp_keys() -> None:
     keys = SigningKeys.generate("k1")
-    (jwk,) = keys.public_jwks()["keys"]
-    assert set(jwk) == {"kty", "crv", "x", "kid", "use", "alg"}
-    assert (jwk["kty"], jwk["crv"], jwk["kid"], jwk["use"], jwk["alg"]) == (
-        "OKP",
-        "Ed25519",
-        "k1",
-        "sig",
-        "EdDSA",
+    current, legacy = keys.public_jwks()["keys"]  # RFC 9864's name, then the deprecated one
+    for jwk, alg in ((current, "Ed25519"), (legacy, "EdDSA")):
+        assert set(jwk) == {"kty", "crv", "x", "kid", "use", "alg"}
+        assert (jwk["kty"], jwk["crv"], jwk["kid"], jwk["use"], jwk["alg"]) == (
+            "OKP",
+            "Ed25519",
+            "k1",
+            "sig",
+            alg,
+        )
+        assert unb64url(jwk["x"]) == keys.public_keys()["k1"].public_bytes_raw()
+        assert "=" not in jwk["x"]
+        assert "d" not in jwk
+
+
+def test_a_token_signed_as_eddsa_before_the_switch_still_verifies() -> None:
+    keys = SigningKeys.generate("k1")
+    issued = access_token(keys)
+    _, payload, _ = issued.split(".")
+    legacy_header = segment({"alg": "EdDSA", "kid": "k1", "typ": "at+jwt"})
+    signing_input = f"{legacy_header}.{payload}".encode()
+    seed = base64.b64decode(keys.to_config().partition(":")[2])
+    private = Ed25519PrivateKey.from_private_bytes(seed)
+    legacy = f"{legacy_header}.{payload}.{b64url(private.sign(signing_input))}"
+    assert (
+        verifier(keys).verify_access(legacy, now=NOW).sub
+        == verifier(keys).verify_access(issued, now=NOW).sub
     )
-    assert unb64url(jwk["x"]) == keys.public_keys()["k1"].public_bytes_raw()
-    assert "=" not in jwk["x"]
-    assert "d" not in jwk
+    check = TokenVerifier.from_jwks(keys.public_jwks(), issuer=ISSUER, audience=AUDIENCE)
+    assert check.verify_access(legacy, now=NOW).sub
+
+
+def test_a_jwks_naming_two_keys_by_one_kid_is_refused() -> None:
+    one, other = SigningKeys.generate("k1").public_jwks(), SigningKeys.generate("k1").public_jwks()
+    with pytest.raises(ValueError, match="names two different keys"):
+        TokenVerifier.from_jwks(
+            {"keys": [one["keys"][0], other["keys"][0]]}, issuer=ISSUER, audience=AUDIENCE
+        )
 
 
 def test_verifier_takes_a_jwks_and_ignores_keys_that_are_not_ed25519() -> None:
