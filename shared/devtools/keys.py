@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from shared.security.crypto import new_key
+from shared.security.crypto import new_development_key, new_key
 from shared.security.keys import SigningKeys
 
 __all__ = ["dev_keys"]
@@ -26,8 +26,8 @@ def dev_keys(root: Path) -> dict[str, str]:
         "TWOFA_ENCRYPTION_KEYS": lambda: f"local-1:{new_key()}",
         "TWOFA_ENCRYPTION_ACTIVE_KEY_ID": lambda: "local-1",
         "TWOFA_JWT_SIGNING_KEYS": lambda: SigningKeys.generate("local-1").to_config(),
-        "TWOFA_RECOVERY_CODE_KEY": new_key,
-        "TWOFA_DEVICE_TOKEN_KEY": new_key,
+        "TWOFA_RECOVERY_CODE_KEY": new_development_key,
+        "TWOFA_DEVICE_TOKEN_KEY": new_development_key,
     }
     missing = {name: make() for name, make in wanted.items() if name not in values}
     if missing:

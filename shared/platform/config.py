@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import logging
 import secrets
+from collections.abc import Mapping
 from enum import StrEnum
 from typing import Annotated, Self
 
@@ -16,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from shared.security.crypto import new_key
+from shared.security.crypto import DEVELOPMENT_KEY_MARK, new_key
 from shared.security.keys import SigningKeys
 
 __all__ = ["ConfigurationError", "Environment", "Settings", "parse_key_ring", "parse_named_keys"]
@@ -54,6 +55,23 @@ def parse_named_keys(raw: str, setting: str, size: int) -> dict[str, bytes]:
             raise ConfigurationError(f"{setting}: key id {kid!r} appears twice")
         ring[kid] = key
     return ring
+
+
+DEVELOPMENT_KEY_IDS = ("dev-", "local-")  # throwaway keys, and the ones make run writes
+
+
+def refuse_development_keys(setting: str, ring: Mapping[str, bytes]) -> None:
+    """In production: no development key id, no placeholder, no key marked as
+    development-only; the error names the setting and the key id, never a value."""
+    for kid, key in ring.items():
+        if kid.startswith(DEVELOPMENT_KEY_IDS):
+            raise ConfigurationError(
+                f"{setting}: key id {kid!r} is a development key id, refused in production"
+            )
+        if len(set(key)) < 8 or key.startswith(DEVELOPMENT_KEY_MARK):
+            raise ConfigurationError(
+                f"{setting}: key {kid!r} is a placeholder or development key, refused in production"
+            )
 
 
 def parse_key_ring(raw: str) -> dict[str, bytes]:
@@ -172,15 +190,18 @@ class Settings(BaseSettings):
             raise ConfigurationError(
                 f"TWOFA_ENCRYPTION_ACTIVE_KEY_ID {self.encryption_active_key_id!r} is not a key id"
             )
-        if self.env is Environment.production and any(
-            kid.startswith("dev-") or len(set(key)) < 8 for kid, key in ring.items()
-        ):
-            raise ConfigurationError("placeholder encryption keys are refused in production")
+        if self.env is Environment.production:
+            refuse_development_keys("TWOFA_ENCRYPTION_KEYS", ring)
 
     def _check_signing_keys(self) -> None:
         if self.jwt_signing_keys is None:
             if self.jwt_verify_keys is not None:
                 self.verify_keys()  # a process that only verifies tokens
+                if self.env is Environment.production:
+                    refuse_development_keys(
+                        "TWOFA_JWT_VERIFY_KEYS",
+                        parse_named_keys(self.jwt_verify_keys, "TWOFA_JWT_VERIFY_KEYS", 32),
+                    )
                 return
             if self.env is Environment.production:
                 raise ConfigurationError(
@@ -198,8 +219,11 @@ class Settings(BaseSettings):
         except ValueError as exc:
             raise ConfigurationError(f"TWOFA_JWT_SIGNING_KEYS: {exc}") from None
         self.jwt_active_key_id = keys.active_kid
-        if self.env is Environment.production and keys.active_kid.startswith("dev-"):
-            raise ConfigurationError("placeholder signing keys are refused in production")
+        if self.env is Environment.production:
+            seeds = self.jwt_signing_keys.get_secret_value()
+            refuse_development_keys(
+                "TWOFA_JWT_SIGNING_KEYS", parse_named_keys(seeds, "TWOFA_JWT_SIGNING_KEYS", 32)
+            )
 
     def _check_server_key(self, name: str) -> None:
         value: SecretStr | None = getattr(self, name)
@@ -213,6 +237,10 @@ class Settings(BaseSettings):
             raise ConfigurationError(f"TWOFA_{name.upper()} is not valid base64") from None
         if len(key) < 32 or len(set(key)) < 8:
             raise ConfigurationError(f"TWOFA_{name.upper()} must be at least 32 random bytes")
+        if self.env is Environment.production and key.startswith(DEVELOPMENT_KEY_MARK):
+            raise ConfigurationError(
+                f"TWOFA_{name.upper()} is a development key (make run's), refused in production"
+            )
 
     def server_key(self, name: str) -> bytes:
         """The bytes of ``recovery_code_key`` or ``device_token_key``."""

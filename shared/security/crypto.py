@@ -35,6 +35,15 @@ def new_key() -> str:
     return base64.b64encode(secrets.token_bytes(32)).decode()
 
 
+DEVELOPMENT_KEY_MARK = b"twofa-dev-only\x00\x00"  # starts every server key make run writes
+
+
+def new_development_key() -> str:
+    """A fresh key marked as development-only (the mark, then 256 random bits), so
+    that production recognises it and refuses to start with it."""
+    return base64.b64encode(DEVELOPMENT_KEY_MARK + secrets.token_bytes(32)).decode()
+
+
 def constant_time_equals(a: str | bytes, b: str | bytes) -> bool:
     """Compare two secrets in time that does not depend on where they differ."""
     left = a.encode() if isinstance(a, str) else a

@@ -5,6 +5,8 @@ from __future__ import annotations
 import base64
 import logging
 import secrets
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -190,3 +192,105 @@ def test_production_with_a_broker_builds_every_service(monkeypatch: pytest.Monke
     settings = Settings.load()
     for service in SERVICES:
         create_app(service, settings)
+
+
+def dev_env(tmp_path: Path) -> dict[str, str]:
+    """What ``make run`` writes to ``.twofa/dev.env``."""
+    from shared.devtools.keys import dev_keys
+
+    return dev_keys(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "setting",
+    [
+        "TWOFA_ENCRYPTION_KEYS",
+        "TWOFA_JWT_SIGNING_KEYS",
+        "TWOFA_RECOVERY_CODE_KEY",
+        "TWOFA_DEVICE_TOKEN_KEY",
+    ],
+)
+def test_production_refuses_each_key_make_run_writes(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, setting: str
+) -> None:
+    production(monkeypatch)
+    written = dev_env(tmp_path)
+    monkeypatch.setenv(setting, written[setting])
+    if setting == "TWOFA_ENCRYPTION_KEYS":
+        monkeypatch.setenv(
+            "TWOFA_ENCRYPTION_ACTIVE_KEY_ID", written["TWOFA_ENCRYPTION_ACTIVE_KEY_ID"]
+        )
+    with pytest.raises(ConfigurationError, match=f"^{setting}.*refused in production"):
+        Settings.load()
+
+
+def test_make_run_keys_still_serve_development(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    for name, value in dev_env(tmp_path).items():
+        monkeypatch.setenv(name, value)
+    settings = Settings.load()
+    assert settings.key_ring() and len(settings.server_key("recovery_code_key")) > 32
+
+
+def named(kid: str, raw: bytes) -> str:
+    return f"{kid}:{base64.b64encode(raw).decode()}"
+
+
+@pytest.mark.parametrize(
+    ("kid", "why"),
+    [("dev-1a2b", "development key id"), ("local-1", "development key id")],
+)
+def test_production_checks_every_signing_key_not_only_the_active_one(
+    monkeypatch: pytest.MonkeyPatch, kid: str, why: str
+) -> None:
+    production(monkeypatch)
+    old = named(kid, secrets.token_bytes(32))
+    monkeypatch.setenv("TWOFA_JWT_SIGNING_KEYS", f"{old},sig-2026:{key()}")
+    monkeypatch.setenv("TWOFA_JWT_ACTIVE_KEY_ID", "sig-2026")
+    with pytest.raises(
+        ConfigurationError, match=f"TWOFA_JWT_SIGNING_KEYS: key id '{kid}' is a {why}"
+    ):
+        Settings.load()
+
+
+@pytest.mark.parametrize(
+    ("ring", "message"),
+    [
+        (
+            lambda: named("local-1", secrets.token_bytes(32)),
+            "key id 'local-1' is a development key id",
+        ),
+        (lambda: named("dev-9", secrets.token_bytes(32)), "key id 'dev-9' is a development key id"),
+        (lambda: named("k1", bytes(32)), "key 'k1' is a placeholder"),
+        (lambda: named("k1", secrets.token_bytes(16)), "key 'k1' must be 32 bytes"),
+        (
+            lambda: ",".join(named(k, secrets.token_bytes(32)) for k in ("k1", "local-2")),
+            "key id 'local-2' is a development key id",
+        ),
+    ],
+)
+def test_production_checks_every_verify_key(
+    monkeypatch: pytest.MonkeyPatch, ring: Callable[[], str], message: str
+) -> None:
+    production(monkeypatch)
+    monkeypatch.delenv("TWOFA_JWT_SIGNING_KEYS")
+    monkeypatch.setenv("TWOFA_JWT_VERIFY_KEYS", ring())
+    with pytest.raises(ConfigurationError, match=f"TWOFA_JWT_VERIFY_KEYS: {message}"):
+        Settings.load()
+
+
+def test_production_accepts_real_verify_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    production(monkeypatch)
+    monkeypatch.delenv("TWOFA_JWT_SIGNING_KEYS")
+    monkeypatch.setenv("TWOFA_JWT_VERIFY_KEYS", named("sig-2026", secrets.token_bytes(32)))
+    assert set(Settings.load().verify_keys()) == {"sig-2026"}
+
+
+def test_production_checks_every_encryption_key_not_only_the_active_one(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    production(monkeypatch)
+    monkeypatch.setenv("TWOFA_ENCRYPTION_KEYS", f"local-1:{key()},2026-06:{key()}")
+    with pytest.raises(ConfigurationError, match="TWOFA_ENCRYPTION_KEYS: key id 'local-1'"):
+        Settings.load()
