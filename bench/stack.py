@@ -210,7 +210,11 @@ class Stack:
         log_path = self.workdir / f"{name}-{len(self.processes)}.log"
         with open(log_path, "ab") as log:
             popen = subprocess.Popen(
-                [sys.executable, *argv], env=dict(env), stdout=log, stderr=subprocess.STDOUT
+                [sys.executable, *argv],
+                # Each process its own metrics port: several of a kind may run at once.
+                env={**env, "TWOFA_METRICS_PORT": str(free_port())},
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
         process = Process(name, popen, log_path)
         self.processes.append(process)

@@ -21,6 +21,7 @@ from shared.messaging.relay import Relay, RelayOptions
 from shared.platform.config import ConfigurationError, Settings
 from shared.platform.db import create_pool, migrate
 from shared.platform.logs import configure_logging
+from shared.platform.metrics import serve_metrics
 
 __all__ = ["main"]
 
@@ -49,6 +50,7 @@ async def run_relay(settings: Settings) -> None:
         partitions=settings.kafka_topic_partitions,
         replication_factor=settings.kafka_replication_factor,
     )
+    serve_metrics(settings, "relay")
     pool = await create_pool(settings.require_database_url(), min_size=1, max_size=2)
     try:
         relay = Relay(
@@ -95,8 +97,10 @@ def serve_http(settings: Settings, service: str, host: str, port: int | None) ->
 
     factories = {"auth": auth_app, "enrolment": enrolment_app, "audit": audit_app}
     settings.require_database_url()  # fail with a clear message before binding the port
+    app = factories[service](settings)
+    serve_metrics(settings, service)
     uvicorn.run(
-        factories[service](settings),
+        app,
         host=host,
         port=port or SERVICES[service],
         log_config=None,

@@ -26,6 +26,7 @@ from shared.devtools.servers import (
     EmbeddedBroker,
     EmbeddedPostgres,
     die_with_parent,
+    free_port,
 )
 from shared.platform.config import Settings
 from shared.platform.db import ensure_database, ensure_service_role, migrate
@@ -107,14 +108,15 @@ def run(
     with ExitStack() as stack:
         stack.callback(Run.forget, root)
         record.children.update(_start_servers(stack, root, env))
-        children = _start_children(env, ports, copies)
+        metrics = {name: free_port() for name in ("relay", *(n for n, _, _ in copies))}
+        children = _start_children(env, ports, copies, metrics)
         stack.callback(_stop_children, children)
         record.children.update({name: proc.pid for name, proc in children})
         record.save(root)
         for name, _, port in copies:
             _wait_ready(name, port, children)
         demo_text = _seed_demo(env, root) if demo else None
-        _print_where(env, copies)
+        _print_where(env, copies, metrics)
         if demo_text:
             print(demo_text, flush=True)
         _say("ready; press Ctrl-C to stop everything")
@@ -204,9 +206,13 @@ def _start_servers(stack: ExitStack, root: Path, env: dict[str, str]) -> dict[st
 
 
 def _start_children(
-    env: dict[str, str], ports: dict[str, int], copies: list[tuple[str, str, int]]
+    env: dict[str, str],
+    ports: dict[str, int],
+    copies: list[tuple[str, str, int]],
+    metrics: dict[str, int],
 ) -> list[tuple[str, subprocess.Popen[bytes]]]:
-    """The relay and every copy of every service, as ``twofa`` child processes."""
+    """The relay and every copy of every service, as ``twofa`` child processes, each
+    with its metrics listener on its own loopback port (``metrics``, by name)."""
     auth_origins = [
         f"http://{host}:{port}"
         for _, service, port in copies
@@ -225,7 +231,11 @@ def _start_children(
         # stops everything in order; and it dies with twofa dev, however that dies.
         proc = subprocess.Popen(  # noqa: S603 — our own entry point
             [sys.executable, "-m", "services.cli", *argv],
-            env=env,
+            env={
+                **env,
+                "TWOFA_METRICS_HOST": "127.0.0.1",
+                "TWOFA_METRICS_PORT": str(metrics[name]),
+            },
             start_new_session=True,
             preexec_fn=die_with_parent,
         )
@@ -251,7 +261,9 @@ def _terminate(procs: list[subprocess.Popen[bytes]], within: float) -> None:
             proc.wait()
 
 
-def _print_where(env: dict[str, str], copies: list[tuple[str, str, int]]) -> None:
+def _print_where(
+    env: dict[str, str], copies: list[tuple[str, str, int]], metrics: dict[str, int]
+) -> None:
     rows = [
         ("PostgreSQL", env["TWOFA_DATABASE_URL"]),
         ("Kafka bootstrap", env["TWOFA_KAFKA_BOOTSTRAP_SERVERS"]),
@@ -264,8 +276,9 @@ def _print_where(env: dict[str, str], copies: list[tuple[str, str, int]]) -> Non
         rows += [
             (f"{name} API", base),
             (f"{name} OpenAPI docs", f"{base}/docs"),
-            (f"{name} metrics", f"{base}/metrics"),
+            (f"{name} metrics", f"http://127.0.0.1:{metrics[name]}/metrics"),
         ]
+    rows.append(("relay metrics", f"http://127.0.0.1:{metrics['relay']}/metrics"))
     width = max(len(r[0]) for r in rows)
     print("\n" + "\n".join(f"  {k.ljust(width)}  {v}" for k, v in rows) + "\n", flush=True)
 

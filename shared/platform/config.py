@@ -104,6 +104,10 @@ class Settings(BaseSettings):
     kafka_replication_factor: int = Field(default=1, ge=1, le=10)
     # Tansu holds every fetch for the whole wait, so a low wait keeps latency low there.
     kafka_fetch_max_wait_ms: int | None = Field(default=None, ge=1, le=60_000)
+    # Prometheus metrics on a listener of their own, never on the public API port. No
+    # port: the process's default (METRICS_PORTS); 0: no metrics listener at all.
+    metrics_host: str = Field(default="127.0.0.1", min_length=1, max_length=200)
+    metrics_port: int | None = Field(default=None, ge=0, le=65_535)
     # A service without a broker learns no revoked session and audit ingests nothing:
     # only when asked for by name (tests of one service), never in production.
     without_broker: bool = False

@@ -12,8 +12,7 @@ from collections.abc import Awaitable, Callable
 
 from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import PlainTextResponse
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram, generate_latest
+from prometheus_client import Counter, Histogram
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -37,7 +36,8 @@ LATENCY = Histogram(
 
 
 def install_common(app: FastAPI, service: str) -> None:
-    """Problem handlers, the body limit, request metrics, ``/healthz`` and ``/metrics``."""
+    """Problem handlers, the body limit, request metrics and ``/healthz`` (the metrics
+    themselves are served apart: shared.platform.metrics)."""
     _install_problem_handlers(app)
 
     @app.middleware("http")
@@ -58,15 +58,6 @@ def install_common(app: FastAPI, service: str) -> None:
     @app.get("/healthz", tags=["operations"], summary="The process is alive")
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}
-
-    @app.get(
-        "/metrics",
-        tags=["operations"],
-        summary="Prometheus metrics",
-        response_class=PlainTextResponse,
-    )
-    async def metrics() -> Response:
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
 
 async def single_valued_query(request: Request) -> None:

@@ -54,7 +54,7 @@ def keys() -> SigningKeys:
 def audit_process(env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "services.cli", "serve", "audit", "--port", str(port)],
-        env=env,
+        env={**env, "TWOFA_METRICS_PORT": str(free_port())},  # its own, like any process
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

@@ -39,16 +39,18 @@ def env(database_url: str, kafka_bootstrap: str) -> dict[str, str]:
         "TWOFA_ARGON2_TIME_COST": "1",
         "TWOFA_ARGON2_MEMORY_KIB": "1024",
         "TWOFA_ARGON2_PARALLELISM": "1",
+        "TWOFA_METRICS_PORT": str(free_port()),
     }
 
 
 @contextlib.contextmanager
-def serving(service: str, env: dict[str, str]) -> Iterator[str]:
-    """``twofa serve <service>`` as a process on a free port; stopped with SIGTERM."""
+def serving(service: str, env: dict[str, str], metrics_port: int = 0) -> Iterator[str]:
+    """``twofa serve <service>`` as a process on a free port, its metrics on
+    ``metrics_port`` (or a free one); stopped with SIGTERM."""
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "services.cli", "serve", service, "--port", str(port)],
-        env=env,
+        env={**env, "TWOFA_METRICS_PORT": str(metrics_port or free_port())},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
@@ -64,7 +66,7 @@ def serving(service: str, env: dict[str, str]) -> Iterator[str]:
 
 @pytest.fixture
 def auth_url(env: dict[str, str]) -> Iterator[str]:
-    with serving("auth", env) as url:
+    with serving("auth", env, int(env["TWOFA_METRICS_PORT"])) as url:
         yield url
 
 
@@ -173,7 +175,9 @@ def test_operator_creates_a_support_account_that_logs_in_over_http(
             ).status_code
             == 401
         )
-        metrics = http.get("/metrics").text
+        # The counters tell a real name's failure from an unknown one's: Prometheus only.
+        assert http.get("/metrics").status_code == 404
+        metrics = httpx.get(f"http://127.0.0.1:{env['TWOFA_METRICS_PORT']}/metrics").text
         assert 'twofa_login_outcomes_total{outcome="ok",step="password"} 1.0' in metrics
         assert 'outcome="invalid_credentials",step="password"' in metrics
         assert http.get("/openapi.json").json()["info"]["title"] == "twofa auth"

@@ -12,6 +12,7 @@ from collections import Counter
 import asyncpg
 import pytest
 
+from shared.devtools.servers import free_port
 from shared.domain.events import EmailChanged
 from shared.eventstore.envelope import NewEvent
 from shared.eventstore.registry import REGISTRY
@@ -25,7 +26,7 @@ pytestmark = pytest.mark.e2e
 def twofa(*args: str, env: dict[str, str]) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "services.cli", *args],
-        env={**os.environ, **env},
+        env={**os.environ, **env, "TWOFA_METRICS_PORT": str(free_port())},  # two relays at once
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
     )

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from urllib.parse import unquote, urlsplit
 
 import asyncpg
+import httpx
 import pytest
 from fastapi import FastAPI
 
@@ -23,7 +24,8 @@ from shared.eventstore.envelope import NewEvent
 from shared.eventstore.notify import CHANNEL
 from shared.eventstore.registry import REGISTRY
 from shared.eventstore.store import EventStore
-from shared.platform.config import Settings
+from shared.platform.config import ConfigurationError, Settings
+from shared.platform.metrics import serve_metrics
 from tests.support.apps import client_for
 from tests.support.database import admin_sql
 from tests.support.kafka import event_ids, read_topic
@@ -110,6 +112,37 @@ async def test_cors_lets_the_portal_in_and_refuses_a_foreign_origin(
             assert "access-control-allow-origin" not in plain.headers, foreign
         mine = await client.get("/healthz", headers={"Origin": PORTAL})
         assert mine.headers["access-control-allow-origin"] == PORTAL
+
+
+@pytest.mark.parametrize("service", sorted(APPS))
+async def test_metrics_are_not_on_the_public_port_but_on_their_own(
+    service: str, database_url: str
+) -> None:
+    """The counters tell a real name's wrong password from an unknown one's (the first
+    appends an event that consumers count), so only Prometheus may read them."""
+    port = free_port()
+    settings = settings_for(
+        database_url, without_broker=True, metrics_host="127.0.0.1", metrics_port=port
+    )
+    async with client_for(APPS[service](settings)) as client:
+        await client.get("/healthz")
+        public = await client.get("/metrics")
+        assert public.status_code == 404 and public.json()["code"] == "not_found"
+        assert "/metrics" not in (await client.get("/openapi.json")).json()["paths"]
+    assert serve_metrics(settings, service) == port
+    async with httpx.AsyncClient() as http:
+        private = await http.get(f"http://127.0.0.1:{port}/metrics")
+    assert private.status_code == 200
+    assert (
+        f'twofa_http_requests_total{{route="/healthz",service="{service}",status="200"}}'
+        in private.text
+    )
+    with pytest.raises(
+        ConfigurationError, match=f"TWOFA_METRICS_PORT: cannot listen on 127.0.0.1:{port}"
+    ):
+        serve_metrics(settings, service)  # the port is taken (by the first listener)
+    off = settings.model_copy(update={"metrics_port": 0})
+    assert serve_metrics(off, service) is None
 
 
 async def test_relay_polls_when_no_notify_arrives(

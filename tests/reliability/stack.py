@@ -131,7 +131,8 @@ class Stack:
         with process.log.open("ab") as log:
             process.popen = subprocess.Popen(
                 [sys.executable, "-m", "services.cli", *process.argv],
-                env={**self.env, "TWOFA_DATABASE_URL": dsn},
+                # Its own metrics port: two replicas of a kind run on this host.
+                env={**self.env, "TWOFA_DATABASE_URL": dsn, "TWOFA_METRICS_PORT": str(free_port())},
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )

@@ -33,6 +33,7 @@ import yaml
 
 from services.cli import SERVICES
 from shared.platform.config import ConfigurationError, Settings
+from shared.platform.metrics import METRICS_PORTS
 from shared.security.keys import SigningKeys
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -684,8 +685,10 @@ def test_every_http_service_has_probes_and_a_service() -> None:
             "--port",
             str(port),
         ]
-        (named,) = spec["ports"]
+        named, metrics = spec["ports"]
         assert named["containerPort"] == port
+        # /metrics has a port of its own (shared/platform/metrics.py), never the API's.
+        assert metrics == {"name": "metrics", "containerPort": METRICS_PORTS[service_name]}
         ready, alive = spec["readinessProbe"]["httpGet"], spec["livenessProbe"]["httpGet"]
         assert ready == {"path": "/readyz", "port": named["name"]}, service_name
         assert alive == {"path": "/healthz", "port": named["name"]}, service_name
