@@ -24,7 +24,7 @@ from shared.platform.clock import Clock
 from shared.platform.config import Settings
 from shared.platform.db import create_pool
 from shared.web.health import broker_answers, database_answers, install_readiness
-from shared.web.middleware import install_common, single_valued_query
+from shared.web.middleware import install_common
 
 __all__ = [
     "ContextDep",
@@ -76,7 +76,6 @@ def service_app(
         version="1",
         summary=summary,
         lifespan=lifespan,
-        dependencies=[Depends(single_valued_query)],
     )
     install_common(app, name)
     origins = [o.strip() for o in settings.portal_origins.split(",") if o.strip()]
