@@ -16,7 +16,7 @@ from services.auth import cli as accounts_cli
 from shared.eventstore.registry import REGISTRY
 from shared.eventstore.store import EventStore
 from shared.messaging.contract import PUBLIC_EVENTS
-from shared.messaging.kafka import ensure_topics
+from shared.messaging.kafka import ensure_topics, security_of
 from shared.messaging.relay import Relay, RelayOptions
 from shared.platform.config import ConfigurationError, Settings
 from shared.platform.db import create_pool, migrate
@@ -44,11 +44,13 @@ async def run_migrate(settings: Settings) -> None:
 
 async def run_relay(settings: Settings) -> None:
     bootstrap = settings.require_kafka()
+    security = security_of(settings)
     await ensure_topics(
         bootstrap,
         [settings.kafka_topic, settings.dlq_topic],
         partitions=settings.kafka_topic_partitions,
         replication_factor=settings.kafka_replication_factor,
+        security=security,
     )
     serve_metrics(settings, "relay")
     pool = await create_pool(settings.require_database_url(), min_size=1, max_size=2)
@@ -68,6 +70,7 @@ async def run_relay(settings: Settings) -> None:
                 partitions=settings.kafka_topic_partitions,
                 replication_factor=settings.kafka_replication_factor,
             ),
+            security=security,
         )
         await relay.run(stop_on_signals())
     finally:
@@ -97,6 +100,8 @@ def serve_http(settings: Settings, service: str, host: str, port: int | None) ->
 
     factories = {"auth": auth_app, "enrolment": enrolment_app, "audit": audit_app}
     settings.require_database_url()  # fail with a clear message before binding the port
+    if settings.kafka_bootstrap_servers:
+        security_of(settings)  # the same for the broker's credentials
     app = factories[service](settings)
     serve_metrics(settings, service)
     uvicorn.run(

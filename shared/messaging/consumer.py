@@ -23,7 +23,13 @@ from prometheus_client import Counter
 
 from shared.eventstore.store import ConcurrencyError
 from shared.messaging.integration import IntegrationEvent, MalformedEventError
-from shared.messaging.kafka import create_consumer, create_producer
+from shared.messaging.kafka import (
+    PLAINTEXT,
+    KafkaSecurity,
+    create_consumer,
+    create_producer,
+    security_of,
+)
 from shared.platform.config import Settings
 from shared.platform.outages import OUTAGES
 
@@ -70,8 +76,10 @@ class EventConsumer:
         bootstrap_servers: str,
         handler: Handler,
         options: ConsumerOptions,
+        security: KafkaSecurity = PLAINTEXT,
     ) -> None:
         self.pool = pool
+        self.security = security
         self.bootstrap_servers = bootstrap_servers
         self.handler = handler
         self.options = options
@@ -108,6 +116,7 @@ class EventConsumer:
             group_id=opts.name,
             fetch_max_wait_ms=opts.fetch_max_wait_ms,
             client_id=opts.client_id,
+            security=self.security,
         )
         try:
             await consumer.start()
@@ -115,7 +124,9 @@ class EventConsumer:
             with contextlib.suppress(Exception):
                 await consumer.stop()
             raise
-        dlq = create_producer(self.bootstrap_servers, client_id=opts.client_id + "-dlq")
+        dlq = create_producer(
+            self.bootstrap_servers, client_id=opts.client_id + "-dlq", security=self.security
+        )
         try:
             await dlq.start()
             self._consumer = consumer
@@ -232,4 +243,5 @@ def events_consumer(
             fetch_max_wait_ms=settings.fetch_max_wait_ms,
             client_id=f"{settings.kafka_client_id}-{group}",
         ),
+        security=security_of(settings),
     )

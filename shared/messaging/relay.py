@@ -31,7 +31,13 @@ from shared.eventstore.envelope import RecordedEvent
 from shared.eventstore.notify import CHANNEL
 from shared.eventstore.store import START, Checkpoint, EventStore
 from shared.messaging.integration import IntegrationMap
-from shared.messaging.kafka import create_producer, ensure_topics
+from shared.messaging.kafka import (
+    PLAINTEXT,
+    KafkaSecurity,
+    create_producer,
+    create_reader,
+    ensure_topics,
+)
 from shared.platform.db import connect
 from shared.platform.outages import OUTAGES
 
@@ -93,8 +99,10 @@ class Relay:
         mapping: IntegrationMap,
         bootstrap_servers: str,
         options: RelayOptions,
+        security: KafkaSecurity = PLAINTEXT,
     ) -> None:
         self.dsn = dsn
+        self.security = security
         self.store = store
         self.mapping = mapping
         self.bootstrap_servers = bootstrap_servers
@@ -125,12 +133,12 @@ class Relay:
                 return
             self._set_active(True)
             log.info("relay %s is active", self.options.name)
-            producer = create_producer(self.bootstrap_servers, client_id=self.options.client_id)
+            producer = create_producer(
+                self.bootstrap_servers, client_id=self.options.client_id, security=self.security
+            )
             # No group: it only reads the topic's metadata and end offsets.
-            probe = AIOKafkaConsumer(
-                bootstrap_servers=self.bootstrap_servers,
-                client_id=self.options.client_id,
-                enable_auto_commit=False,
+            probe = create_reader(
+                self.bootstrap_servers, client_id=self.options.client_id, security=self.security
             )
             try:
                 await producer.start()
@@ -194,6 +202,7 @@ class Relay:
                 [topic],
                 partitions=self.options.partitions,
                 replication_factor=self.options.replication_factor,
+                security=self.security,
             )
             if any(progress.min_ends.values()):
                 return await self._rewind(conn, f"topic {topic} is gone")

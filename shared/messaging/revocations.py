@@ -20,6 +20,7 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
 from shared.messaging.integration import IntegrationEvent, MalformedEventError
+from shared.messaging.kafka import PLAINTEXT, KafkaSecurity, create_reader, security_of
 from shared.platform.clock import Clock
 from shared.platform.config import Settings
 
@@ -69,8 +70,10 @@ class RevocationFeed:
         topic: str,
         revoked: RevokedSessions,
         fetch_max_wait_ms: int = 10,
+        security: KafkaSecurity = PLAINTEXT,
     ) -> None:
         self.bootstrap_servers = bootstrap_servers
+        self.security = security
         self.topic = topic
         self.revoked = revoked
         self.fetch_max_wait_ms = fetch_max_wait_ms
@@ -86,11 +89,10 @@ class RevocationFeed:
                 await asyncio.sleep(1)
 
     async def _follow(self, stop: asyncio.Event) -> None:
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap_servers,
-            enable_auto_commit=False,
+        consumer = create_reader(
+            self.bootstrap_servers,
             fetch_max_wait_ms=self.fetch_max_wait_ms,
-            auto_offset_reset="earliest",
+            security=self.security,
         )
         await consumer.start()
         try:
@@ -155,4 +157,5 @@ def revocation_feed(
         topic=settings.kafka_topic,
         revoked=revoked,
         fetch_max_wait_ms=settings.fetch_max_wait_ms,
+        security=security_of(settings),
     )

@@ -20,7 +20,15 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from shared.security.crypto import DEVELOPMENT_KEY_MARK, new_key
 from shared.security.keys import SigningKeys
 
-__all__ = ["ConfigurationError", "Environment", "Settings", "parse_key_ring", "parse_named_keys"]
+__all__ = [
+    "ConfigurationError",
+    "Environment",
+    "KafkaSaslMechanism",
+    "KafkaSecurityProtocol",
+    "Settings",
+    "parse_key_ring",
+    "parse_named_keys",
+]
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +42,27 @@ class ConfigurationError(ValueError):
 class Environment(StrEnum):
     development = "development"
     production = "production"
+
+
+class KafkaSecurityProtocol(StrEnum):
+    PLAINTEXT = "PLAINTEXT"
+    SSL = "SSL"
+    SASL_PLAINTEXT = "SASL_PLAINTEXT"
+    SASL_SSL = "SASL_SSL"
+
+    @property
+    def uses_sasl(self) -> bool:
+        return self.name.startswith("SASL_")
+
+    @property
+    def uses_tls(self) -> bool:
+        return self.name.endswith("SSL")
+
+
+class KafkaSaslMechanism(StrEnum):
+    PLAIN = "PLAIN"
+    SCRAM_SHA_256 = "SCRAM-SHA-256"
+    SCRAM_SHA_512 = "SCRAM-SHA-512"
 
 
 def parse_named_keys(raw: str, setting: str, size: int) -> dict[str, bytes]:
@@ -104,6 +133,14 @@ class Settings(BaseSettings):
     kafka_replication_factor: int = Field(default=1, ge=1, le=10)
     # Tansu holds every fetch for the whole wait, so a low wait keeps latency low there.
     kafka_fetch_max_wait_ms: int | None = Field(default=None, ge=1, le=60_000)
+    # How the clients reach the brokers (every twofa process; the same names as Kafka's).
+    kafka_security_protocol: KafkaSecurityProtocol = KafkaSecurityProtocol.PLAINTEXT
+    kafka_sasl_mechanism: KafkaSaslMechanism | None = None
+    kafka_sasl_username: str | None = Field(default=None, min_length=1, max_length=200)
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: str | None = Field(default=None, min_length=1, max_length=1000)
+    kafka_ssl_certfile: str | None = Field(default=None, min_length=1, max_length=1000)
+    kafka_ssl_keyfile: str | None = Field(default=None, min_length=1, max_length=1000)
     # Prometheus metrics on a listener of their own, never on the public API port. No
     # port: the process's default (METRICS_PORTS); 0: no metrics listener at all.
     metrics_host: str = Field(default="127.0.0.1", min_length=1, max_length=200)
@@ -162,9 +199,63 @@ class Settings(BaseSettings):
                 "TWOFA_WITHOUT_BROKER cannot be set in production: a service without a broker"
                 " learns no revoked session and audit ingests nothing"
             )
+        self._check_kafka_security()
         if self.database_pool_min > self.database_pool_max:
             raise ConfigurationError("TWOFA_DATABASE_POOL_MIN exceeds TWOFA_DATABASE_POOL_MAX")
         return self
+
+    def _check_kafka_security(self) -> None:
+        protocol = self.kafka_security_protocol
+        sasl = (self.kafka_sasl_mechanism, self.kafka_sasl_username, self.kafka_sasl_password)
+        # (A SASL protocol's own three settings are checked where a client is made,
+        # shared/messaging/kafka.py: migrate and the CLI read the same shared settings.)
+        if not protocol.uses_sasl and any(v is not None for v in sasl):
+            raise ConfigurationError(
+                "TWOFA_KAFKA_SASL_* are set but TWOFA_KAFKA_SECURITY_PROTOCOL is"
+                f" {protocol}: use SASL_SSL (or SASL_PLAINTEXT)"
+            )
+        tls = (self.kafka_ssl_cafile, self.kafka_ssl_certfile, self.kafka_ssl_keyfile)
+        if not protocol.uses_tls and any(v is not None for v in tls):
+            raise ConfigurationError(
+                f"TWOFA_KAFKA_SSL_* are set but TWOFA_KAFKA_SECURITY_PROTOCOL is {protocol}:"
+                " use SSL or SASL_SSL"
+            )
+        if (self.kafka_ssl_certfile is None) != (self.kafka_ssl_keyfile is None):
+            raise ConfigurationError(
+                "TWOFA_KAFKA_SSL_CERTFILE and TWOFA_KAFKA_SSL_KEYFILE go together"
+                " (the client's certificate and its private key)"
+            )
+        if self.env is not Environment.production:
+            return
+        password = self.kafka_sasl_password
+        if password is not None and (
+            "REPLACE_ME" in password.get_secret_value() or len(password.get_secret_value()) < 16
+        ):
+            raise ConfigurationError(
+                "TWOFA_KAFKA_SASL_PASSWORD is a placeholder or shorter than 16 characters,"
+                " refused in production"
+            )
+        if not self.kafka_bootstrap_servers:
+            return  # a process that reaches no broker (migrate, accounts)
+        if protocol is KafkaSecurityProtocol.PLAINTEXT:
+            raise ConfigurationError(
+                "TWOFA_KAFKA_SECURITY_PROTOCOL=PLAINTEXT is refused in production: anyone who"
+                " reaches the broker could read and write the topic as twofa (use SASL_SSL,"
+                " SASL_PLAINTEXT on a private network, or SSL with client certificates)"
+            )
+        if protocol is KafkaSecurityProtocol.SSL and self.kafka_ssl_certfile is None:
+            raise ConfigurationError(
+                "TWOFA_KAFKA_SECURITY_PROTOCOL=SSL without TWOFA_KAFKA_SSL_CERTFILE does not"
+                " authenticate twofa to the broker: refused in production"
+            )
+        if (
+            self.kafka_sasl_mechanism is KafkaSaslMechanism.PLAIN
+            and protocol is KafkaSecurityProtocol.SASL_PLAINTEXT
+        ):
+            raise ConfigurationError(
+                "TWOFA_KAFKA_SASL_MECHANISM=PLAIN over SASL_PLAINTEXT sends the password in"
+                " clear: refused in production (use SCRAM-SHA-512, or SASL_SSL)"
+            )
 
     def _throwaway(self, setting: str) -> None:
         if self.env is Environment.production:

@@ -60,6 +60,10 @@ def production(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TWOFA_JWT_SIGNING_KEYS", f"sig-2026:{key()}")
     monkeypatch.setenv("TWOFA_RECOVERY_CODE_KEY", key())
     monkeypatch.setenv("TWOFA_DEVICE_TOKEN_KEY", key())
+    monkeypatch.setenv("TWOFA_KAFKA_SECURITY_PROTOCOL", "SASL_SSL")
+    monkeypatch.setenv("TWOFA_KAFKA_SASL_MECHANISM", "SCRAM-SHA-512")
+    monkeypatch.setenv("TWOFA_KAFKA_SASL_USERNAME", "twofa-auth")
+    monkeypatch.setenv("TWOFA_KAFKA_SASL_PASSWORD", secrets.token_urlsafe(24))
 
 
 REQUIRED_IN_PRODUCTION = [

@@ -13,10 +13,11 @@ import binascii
 import copy
 import functools
 import importlib.resources
+import itertools
 import json
 import math
 import re
-import shlex
+import secrets
 import shutil
 import subprocess
 import sys
@@ -94,7 +95,13 @@ def applied_docs() -> list[Doc]:
 
 
 def workloads() -> list[Doc]:
-    return [doc for doc in applied_docs() if doc["kind"] in ("Deployment", "Job")]
+    """The Deployments and Jobs that run twofa (not the Kafka tools' access Job)."""
+    return [
+        doc
+        for doc in applied_docs()
+        if doc["kind"] in ("Deployment", "Job")
+        and "/twofa:" in str(pod_spec(doc)["containers"][0]["image"])
+    ]
 
 
 def pod_spec(workload: Doc) -> Doc:
@@ -108,7 +115,12 @@ def container(workload: Doc) -> Doc:
 
 
 def config_map() -> Doc:
-    (found,) = [doc for doc in applied_docs() if doc["kind"] == "ConfigMap"]
+    """The settings every twofa pod reads (``twofa-config``)."""
+    (found,) = [
+        doc
+        for doc in applied_docs()
+        if doc["kind"] == "ConfigMap" and doc["metadata"]["name"] == "twofa-config"
+    ]
     return found
 
 
@@ -209,6 +221,13 @@ def production_env(*, signing: bool) -> dict[str, str]:
     generated = generated_secrets()
     environment = {name: value for name, value in generated.items() if name in SETTINGS}
     environment["TWOFA_ENV"] = "production"
+    environment |= {  # a broker, reached as the deployments reach it
+        "TWOFA_KAFKA_BOOTSTRAP_SERVERS": "kafka:9092",
+        "TWOFA_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+        "TWOFA_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+        "TWOFA_KAFKA_SASL_USERNAME": "twofa-auth",
+        "TWOFA_KAFKA_SASL_PASSWORD": generated["KAFKA_AUTH_PASSWORD"],
+    }
     if signing:
         del environment["TWOFA_JWT_VERIFY_KEYS"]
     else:
@@ -397,7 +416,7 @@ def test_compose_start_order() -> None:
     def conditions(name: str) -> dict[str, str]:
         return {dep: spec["condition"] for dep, spec in services[name]["depends_on"].items()}
 
-    assert conditions("topics") == {"kafka": "service_healthy"}
+    assert conditions("topics") == {"kafka": "service_healthy"}  # topics, users and ACLs
     assert conditions("migrate") == {"postgres": "service_healthy"}
     for name in ("relay", *HTTP_SERVICES):
         found = conditions(name)
@@ -441,16 +460,159 @@ def test_compose_infrastructure() -> None:
     assert f"kafkadata:{data_dir}" in kafka["volumes"], "Kafka's data must be on the volume"
 
 
-def test_compose_creates_the_topics_twofa_uses() -> None:
-    defaults = Settings.model_fields
-    topic = defaults["kafka_topic"].default
-    partitions = defaults["kafka_topic_partitions"].default
-    words = shlex.split(" ".join(compose()["services"]["topics"]["command"]))
-    created = [words[i + 1] for i, word in enumerate(words) if word == "--topic"]
-    assert created == [topic, topic + ".dlq"]
-    assert [words[i + 1] for i, w in enumerate(words) if w == "--partitions"] == [
-        str(partitions)
-    ] * 2
+ACCESS_SCRIPT = ROOT / "deploy" / "kafka" / "access.sh"
+KAFKA_PRINCIPALS = ("twofa-relay", "twofa-auth", "twofa-enrolment", "twofa-audit")
+
+
+def run_access_script(tmp_path: Path, **overrides: str) -> tuple[int, list[list[str]], str]:
+    """Run deploy/kafka/access.sh with stand-ins for the Kafka tools that record each call."""
+    calls = tmp_path / "calls"
+    for tool in ("kafka-topics.sh", "kafka-configs.sh", "kafka-acls.sh"):
+        fake = tmp_path / tool
+        fake.write_text(f'#!/bin/sh\nprintf "%s\\0" {tool} "$@" >> {calls}\necho >> {calls}\n')
+        fake.chmod(0o755)
+    environment = {
+        "PATH": "/usr/bin:/bin",
+        "KAFKA_BIN": str(tmp_path),
+        "KAFKA_BOOTSTRAP": "127.0.0.1:9094",
+        **{
+            f"KAFKA_{p.removeprefix('twofa-').upper()}_PASSWORD": "p" * 32 for p in KAFKA_PRINCIPALS
+        },
+        **overrides,
+    }
+    done = subprocess.run(
+        ["sh", str(ACCESS_SCRIPT)], env=environment, capture_output=True, text=True, timeout=30
+    )
+    recorded = calls.read_text().splitlines() if calls.exists() else []
+    return done.returncode, [line.split("\0")[:-1] for line in recorded], done.stdout + done.stderr
+
+
+def acl_grants(calls: list[list[str]]) -> set[tuple[str, str, str, str]]:
+    """(principal, operation, resource kind, resource name) for every ACL the script adds."""
+    grants = set()
+    for call in calls:
+        if call[0] != "kafka-acls.sh" or "--add" not in call:
+            continue
+        options = list(itertools.pairwise(call))
+        (principal,) = [v for k, v in options if k == "--allow-principal"]
+        resources = [(k.removeprefix("--"), v) for k, v in options if k in ("--topic", "--group")]
+        assert len(resources) == 1 and "--resource-pattern-type" not in call, call
+        assert not any(k == "--deny-principal" for k, _ in options)
+        for operation in (v for k, v in options if k == "--operation"):
+            grants.add((principal, operation, *resources[0]))
+    return grants
+
+
+def test_kafka_access_script_gives_each_principal_only_what_its_process_does(
+    tmp_path: Path,
+) -> None:
+    code, calls, output = run_access_script(tmp_path)
+    assert code == 0, output
+    topic = Settings.model_fields["kafka_topic"].default
+    dlq = topic + ".dlq"
+    prefix = Settings.model_fields["kafka_group_prefix"].default
+    groups = {"twofa-auth": "auth-sessions", "twofa-enrolment": "enrolment-labels"}
+    wanted = {
+        ("User:twofa-relay", "Write", "topic", topic),
+        ("User:twofa-relay", "Describe", "topic", topic),
+        ("User:twofa-relay", "Describe", "topic", dlq),
+    }
+    for principal in KAFKA_PRINCIPALS[1:]:
+        group = groups.get(principal, principal.removeprefix("twofa-"))
+        wanted |= {
+            (f"User:{principal}", "Read", "topic", topic),
+            (f"User:{principal}", "Describe", "topic", topic),
+            (f"User:{principal}", "Read", "group", f"{prefix}.{group}"),
+            (f"User:{principal}", "Write", "topic", dlq),
+            (f"User:{principal}", "Describe", "topic", dlq),
+        }
+    grants = acl_grants(calls)
+    assert grants == wanted
+    writers = {
+        who for who, operation, kind, name in grants if (operation, name) == ("Write", topic)
+    }
+    assert writers == {"User:twofa-relay"}, "only the relay may write the events topic"
+    # Each principal has a SCRAM-SHA-512 credential; both topics exist, 4 partitions each.
+    users = [c[c.index("--entity-name") + 1] for c in calls if c[0] == "kafka-configs.sh"]
+    assert sorted(users) == sorted(KAFKA_PRINCIPALS)
+    assert all(
+        "SCRAM-SHA-512=[iterations=8192,password=" + "p" * 32 + "]" in c
+        for c in calls
+        if c[0] == "kafka-configs.sh"
+    )
+    created = [c for c in calls if c[0] == "kafka-topics.sh" and "--create" in c]
+    assert [c[c.index("--topic") + 1] for c in created] == [topic, dlq]
+    partitions = str(Settings.model_fields["kafka_topic_partitions"].default)
+    assert all(c[c.index("--partitions") + 1] == partitions for c in created)
+    assert "p" * 32 not in output, "a password was echoed"
+
+
+@pytest.mark.parametrize(
+    "password", ["", "REPLACE_ME", "x,REPLACE_ME", "has,comma", "has]bracket", "has space"]
+)
+def test_kafka_access_script_refuses_placeholder_and_unsafe_passwords(
+    tmp_path: Path, password: str
+) -> None:
+    code, calls, output = run_access_script(tmp_path, KAFKA_AUDIT_PASSWORD=password)
+    assert code != 0 and calls == [], "the tools ran despite a bad password"
+    assert "KAFKA_AUDIT_PASSWORD" in output
+    assert not password or password not in output.replace("KAFKA_AUDIT_PASSWORD", "")
+
+
+def test_compose_kafka_authenticates_clients_and_authorizes_by_acl() -> None:
+    services = compose()["services"]
+    kafka = services["kafka"]["environment"]
+    protocols = dict(p.split(":") for p in kafka["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(","))
+    listeners = dict(item.split("://") for item in kafka["KAFKA_LISTENERS"].split(","))
+    for name, address in listeners.items():
+        if protocols[name] == "PLAINTEXT":  # ANONYMOUS, a super user: loopback only
+            assert address.startswith("127.0.0.1:"), name
+        else:
+            assert protocols[name] == "SASL_PLAINTEXT" and address == ":9092", name
+    assert kafka["KAFKA_SASL_ENABLED_MECHANISMS"] == "SCRAM-SHA-512"
+    assert kafka["KAFKA_AUTHORIZER_CLASS_NAME"].endswith("StandardAuthorizer")
+    assert kafka["KAFKA_ALLOW_EVERYONE_IF_NO_ACL_FOUND"] == "false"
+    assert kafka["KAFKA_SUPER_USERS"] == "User:ANONYMOUS"
+    setup = services["topics"]
+    assert setup["network_mode"] == "service:kafka", "it reaches the loopback listener"
+    assert setup["entrypoint"] == ["/bin/sh", "/opt/twofa/access.sh"]
+    assert "./deploy/kafka:/opt/twofa:ro" in setup["volumes"]
+    assert setup["environment"]["KAFKA_BOOTSTRAP"] == "127.0.0.1:9094"
+    for name, service in twofa_services().items():
+        environment = compose_environment(service, generated_secrets())
+        if name == "migrate":
+            assert "TWOFA_KAFKA_BOOTSTRAP_SERVERS" not in environment
+            continue
+        assert environment["TWOFA_KAFKA_SECURITY_PROTOCOL"] == "SASL_PLAINTEXT"
+        assert environment["TWOFA_KAFKA_SASL_MECHANISM"] == "SCRAM-SHA-512"
+        assert environment["TWOFA_KAFKA_SASL_USERNAME"] == f"twofa-{name}"
+        wanted = generated_secrets()[f"KAFKA_{name.upper()}_PASSWORD"]
+        assert environment["TWOFA_KAFKA_SASL_PASSWORD"] == wanted
+        assert (
+            service["environment"]["TWOFA_KAFKA_SASL_PASSWORD"]
+            == (setup["environment"][f"KAFKA_{name.upper()}_PASSWORD"])
+        ), "the service and the setup use one password"
+
+
+def test_kubernetes_kafka_access_job_runs_the_same_script() -> None:
+    path = K8S / "jobs" / "kafka-access.yaml"
+    docs = {doc["kind"]: doc for doc in k8s_docs(path)}
+    assert docs["ConfigMap"]["data"]["access.sh"] == ACCESS_SCRIPT.read_text()
+    job = docs["Job"]
+    spec = pod_spec(job)["containers"][0]
+    assert spec["command"] == ["/bin/sh", "/opt/twofa/access.sh"]
+    passwords = {
+        v["name"]: v["valueFrom"]["secretKeyRef"]
+        for v in spec["env"]
+        if v["name"].endswith("_PASSWORD")
+    }
+    assert passwords == {
+        f"KAFKA_{p.removeprefix('twofa-').upper()}_PASSWORD": {
+            "name": f"twofa-kafka-{p.removeprefix('twofa-')}",
+            "key": "TWOFA_KAFKA_SASL_PASSWORD",
+        }
+        for p in KAFKA_PRINCIPALS
+    }, "the Job sets the passwords the workloads log in with"
 
 
 # === Dockerfile ======================================================================
@@ -607,6 +769,8 @@ def test_secret_examples_cover_every_reference_with_placeholders() -> None:
     referenced = set()
     for workload in workloads():
         for variable in container(workload).get("env", []):
+            if "value" in variable:  # not a secret (a Kafka user name)
+                continue
             ref = variable["valueFrom"]["secretKeyRef"]
             assert ref["key"] == variable["name"], "one key name per setting"
             referenced.add((ref["name"], ref["key"]))
@@ -626,7 +790,7 @@ def test_secret_examples_cover_every_reference_with_placeholders() -> None:
     ),
 )
 def test_production_refuses_each_secret_example(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
-    (value,) = [data[name] for data in secret_examples().values() if name in data]
+    (value,) = {data[name] for data in secret_examples().values() if name in data}
     assert_refused_in_production(monkeypatch, name, value)
 
 
@@ -641,8 +805,12 @@ def test_each_workload_starts_in_production_with_generated_secrets(
     values["TWOFA_DATABASE_URL"] = "postgresql://twofa_service:pw@db:5432/twofa"
     values["TWOFA_MIGRATION_DATABASE_URL"] = "postgresql://twofa_owner:pw@db:5432/twofa"
     environment = dict(config_map()["data"])
+    values["TWOFA_KAFKA_SASL_PASSWORD"] = secrets.token_hex(24)
     for variable in spec["env"]:
-        environment[variable["name"]] = values[variable["valueFrom"]["secretKeyRef"]["key"]]
+        if "value" in variable:
+            environment[variable["name"]] = variable["value"]
+        else:
+            environment[variable["name"]] = values[variable["valueFrom"]["secretKeyRef"]["key"]]
     settings = load_settings(monkeypatch, environment)
     assert settings.env.value == "production"
     assert settings.kafka_replication_factor == 3
@@ -651,6 +819,16 @@ def test_each_workload_starts_in_production_with_generated_secrets(
     is_migration = spec["args"] == ["migrate"]
     assert ("TWOFA_MIGRATION_DATABASE_URL" in environment) == is_migration
     assert ("TWOFA_DATABASE_URL" in environment) != is_migration
+    # Every process that uses Kafka logs in as its own SCRAM principal, over TLS.
+    assert settings.kafka_security_protocol == "SASL_SSL"
+    assert settings.kafka_sasl_mechanism == "SCRAM-SHA-512"
+    if not is_migration:
+        process = spec["args"][-1] if spec["args"][0] == "relay" else spec["args"][1]
+        assert settings.kafka_sasl_username == f"twofa-{process}"
+        assert settings.kafka_sasl_password is not None
+        volumes = {m["mountPath"]: m["name"] for m in spec["volumeMounts"]}
+        assert settings.kafka_ssl_cafile is not None
+        assert volumes[str(Path(settings.kafka_ssl_cafile).parent)] == "kafka-ca"
 
 
 def test_workloads_are_hardened() -> None:
@@ -725,7 +903,7 @@ def test_config_map_is_for_a_real_cluster() -> None:
 
 
 def test_migration_job_runs_before_and_apart_from_the_rest() -> None:
-    (job,) = [doc for doc in applied_docs() if doc["kind"] == "Job"]
+    (job,) = [doc for doc in workloads() if doc["kind"] == "Job"]
     assert container(job)["args"] == ["migrate"]
     assert pod_spec(job)["restartPolicy"] == "Never"
     # kubectl apply -f deploy/k8s/ does not descend into subfolders: the Job and the
