@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 import uuid
 from dataclasses import dataclass
 from typing import Any
@@ -15,10 +16,12 @@ from shared.eventstore.registry import EventRegistry
 from shared.eventstore.repository import Loaded, Repository
 from shared.eventstore.store import ConcurrencyError, EventStore
 from shared.platform.db import MIGRATIONS_DIR, migrate
+from shared.security.snapshot_mac import SnapshotKeys
 
 pytestmark = pytest.mark.integration
 
 registry = EventRegistry()
+KEYS = SnapshotKeys({"t1": secrets.token_bytes(32)}, "t1")
 
 
 @registry.register
@@ -65,7 +68,7 @@ def adds(n: int) -> list[NewEvent]:
 async def test_long_stream_loads_from_its_snapshot(pool: asyncpg.Pool) -> None:
     store = EventStore(pool, registry)
     fold = Counter()
-    repo = Repository(store, fold, snapshot_every=100)
+    repo = Repository(store, fold, KEYS, snapshot_every=100)
     sid = f"counter-{uuid.uuid4()}"
     loaded: Loaded[Total] = await repo.load(sid)
     for _ in range(100):  # 10,000 events, 100 per append
@@ -85,7 +88,7 @@ async def test_long_stream_loads_from_its_snapshot(pool: asyncpg.Pool) -> None:
 
 
 async def test_save_with_a_stale_load_raises(pool: asyncpg.Pool) -> None:
-    repo = Repository(EventStore(pool, registry), Counter())
+    repo = Repository(EventStore(pool, registry), Counter(), KEYS)
     sid = f"counter-{uuid.uuid4()}"
     stale = await repo.load(sid)
     await repo.save(sid, stale, adds(1))
@@ -94,7 +97,7 @@ async def test_save_with_a_stale_load_raises(pool: asyncpg.Pool) -> None:
 
 
 async def test_snapshot_rolls_back_with_its_transaction(pool: asyncpg.Pool) -> None:
-    repo = Repository(EventStore(pool, registry), Counter(), snapshot_every=2)
+    repo = Repository(EventStore(pool, registry), Counter(), KEYS, snapshot_every=2)
     sid = f"counter-{uuid.uuid4()}"
     loaded = await repo.load(sid)
     async with pool.acquire() as conn:
