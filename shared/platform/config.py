@@ -235,6 +235,7 @@ class Settings(BaseSettings):
             )
 
     def _check_snapshot_keys(self) -> None:
+        """The snapshot MAC ring: a throwaway in development, required in production."""
         if self.snapshot_keys is None:
             self._throwaway("snapshot_keys")
             kid = "dev-" + secrets.token_hex(4)
@@ -250,6 +251,8 @@ class Settings(BaseSettings):
     def snapshot_key_ring(self) -> SnapshotKeys:
         """The keys that sign and check aggregate snapshots (``TWOFA_SNAPSHOT_KEYS``)."""
         ring = self._snapshot_ring()
+        if not ring:
+            raise ConfigurationError("TWOFA_SNAPSHOT_KEYS holds no key")
         active = self.snapshot_active_key_id
         if active is None and len(ring) == 1:
             active = next(iter(ring))

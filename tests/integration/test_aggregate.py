@@ -110,6 +110,50 @@ async def test_snapshot_rolls_back_with_its_transaction(pool: asyncpg.Pool) -> N
     assert await repo.load(sid) == Loaded(Total(0, 0), 0)
 
 
+async def test_snapshot_keys_rotate_and_one_under_a_removed_key_is_ignored_then_replaced(
+    pool: asyncpg.Pool,
+) -> None:
+    old, new = {"k-old": secrets.token_bytes(32)}, {"k-new": secrets.token_bytes(32)}
+    store, fold, sid = EventStore(pool, registry), Counter(), f"counter-{uuid.uuid4()}"
+    before = Repository(store, fold, SnapshotKeys(old, "k-old"), snapshot_every=4)
+    await before.save(sid, await before.load(sid), adds(5))  # a snapshot at 5, under k-old
+
+    during = Repository(store, fold, SnapshotKeys({**old, **new}, "k-new"), snapshot_every=4)
+    fold.folded = 0
+    assert await during.load(sid) == Loaded(Total(5, 5), 5) and fold.folded == 0  # believed
+
+    after = Repository(store, fold, SnapshotKeys(new, "k-new"), snapshot_every=4)
+    fold.folded = 0
+    loaded = await after.load(sid)
+    assert loaded == Loaded(Total(5, 5), 5) and fold.folded == 5  # k-old is gone: ignored
+    await after.save(sid, loaded, adds(3))  # the next snapshot replaces it
+    row = await pool.fetchrow(
+        "SELECT stream_version, key_id FROM snapshots WHERE stream_id = $1", sid
+    )
+    assert (row["stream_version"], row["key_id"]) == (8, "k-new")
+
+
+async def test_a_forged_snapshot_ahead_of_its_stream_is_ignored_and_then_replaced(
+    pool: asyncpg.Pool,
+) -> None:
+    store, fold, sid = EventStore(pool, registry), Counter(), f"counter-{uuid.uuid4()}"
+    repo = Repository(store, fold, KEYS, snapshot_every=2)
+    await repo.save(sid, await repo.load(sid), adds(1))
+    forged = b'{"value":1000000,"events":1}'  # at a version the stream will not reach soon
+    await pool.execute(
+        "INSERT INTO snapshots (stream_id, snapshot_type, stream_version, schema_version, state,"
+        " key_id, mac) VALUES ($1, 'counter', 1000000, 1, $2, 't1', $3)",
+        *(sid, forged, secrets.token_bytes(32)),
+    )
+    loaded = await repo.load(sid)
+    assert loaded == Loaded(Total(1, 1), 1)
+    await repo.save(sid, loaded, adds(1))  # version 2: a snapshot, which replaces the forgery
+    row = await pool.fetchrow(
+        "SELECT stream_version, state FROM snapshots WHERE stream_id = $1", sid
+    )
+    assert (row["stream_version"], row["state"]) == (2, b'{"value":2,"events":2}')
+
+
 async def test_migrations_apply_once(database_url: str) -> None:
     assert await migrate(database_url) == []  # the template already has them all
     conn = await asyncpg.connect(database_url)

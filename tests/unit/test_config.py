@@ -318,6 +318,9 @@ def test_snapshot_keys_a_throwaway_in_development_a_ring_that_rotates_in_product
         Settings.load()
     monkeypatch.setenv("TWOFA_SNAPSHOT_ACTIVE_KEY_ID", "snap-2026-06")
     assert Settings.load().snapshot_key_ring().active == "snap-2026-06"
+    monkeypatch.setenv("TWOFA_SNAPSHOT_KEYS", " , ")
+    with pytest.raises(ConfigurationError, match="TWOFA_SNAPSHOT_KEYS holds no key"):
+        Settings.load()
     monkeypatch.setenv("TWOFA_SNAPSHOT_KEYS", f"snap-2026-06:{key()},local-1:{key()}")
     with pytest.raises(ConfigurationError, match="TWOFA_SNAPSHOT_KEYS: key id 'local-1'"):
         Settings.load()
