@@ -8,6 +8,7 @@ The store writes ``EmailChanged`` events; the raw asyncpg baselines write the sa
 
 from __future__ import annotations
 
+import secrets
 import uuid
 from datetime import UTC, datetime
 from typing import Any
@@ -18,9 +19,15 @@ from shared.domain.base import DomainEvent
 from shared.domain.events import EmailChanged
 from shared.eventstore.envelope import NewEvent
 from shared.eventstore.repository import Repository
+from shared.security.snapshot_mac import SnapshotKeys
 
 EVENT_TYPE = EmailChanged.type
 SEED_BATCH = 10  # events per save while building a stream with ``seed_stream``
+
+
+def snapshot_keys() -> SnapshotKeys:
+    """A throwaway snapshot key ring for the bench's repositories."""
+    return SnapshotKeys({"bench": secrets.token_bytes(32)}, "bench")
 
 
 def new_stream_id() -> str:

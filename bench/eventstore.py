@@ -44,7 +44,13 @@ from typing import Any
 import asyncpg
 
 from bench import rawread
-from bench.emailchanges import EmailChanges, new_events, new_stream_id, seed_stream
+from bench.emailchanges import (
+    EmailChanges,
+    new_events,
+    new_stream_id,
+    seed_stream,
+    snapshot_keys,
+)
 from bench.storevsraw import (
     BATCH,
     RUN_SECONDS,
@@ -185,7 +191,9 @@ async def load_ms(repository: Repository[int], stream_id: str, length: int) -> f
 
 async def bench_loads(admin: str) -> LoadTimes:
     async with fresh_database(admin) as url, pools(url) as p:
-        repository = Repository(p.store, EmailChanges(), snapshot_every=SNAPSHOT_EVERY)
+        repository = Repository(
+            p.store, EmailChanges(), snapshot_keys(), snapshot_every=SNAPSHOT_EVERY
+        )
         long_id = await seed_stream(repository, LONG_STREAM)
         short_id = await seed_stream(repository, SHORT_STREAM)
         long_ms: list[float] = []

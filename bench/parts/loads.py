@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import plots
+from bench.emailchanges import snapshot_keys
 from bench.loadgen import percentile
 from bench.parts import Options, Part
 from bench.profiling import record
@@ -100,7 +101,9 @@ async def run(stack: Stack, options: Options) -> PartResult:
     pool = await create_pool(database.service_url, min_size=2, max_size=4)
     profiles: dict[str, Any] = {}
     try:
-        repository = Repository(EventStore(pool, REGISTRY), TwoFactorFold(), snapshot_every=every)
+        repository = Repository(
+            EventStore(pool, REGISTRY), TwoFactorFold(), snapshot_keys(), snapshot_every=every
+        )
         lengths = (SHORT, *(LONG + tail for tail in TAILS))
         streams = {n: await seed(repository, n) for n in lengths}
         times: dict[int, list[float]] = {n: [] for n in streams}

@@ -29,7 +29,7 @@ from eventsourcing.application import Application  # type: ignore[import-not-fou
 from eventsourcing.domain import Aggregate, event  # type: ignore[import-not-found,unused-ignore]
 
 from bench import plots
-from bench.emailchanges import EmailChanges, seed_stream
+from bench.emailchanges import EmailChanges, seed_stream, snapshot_keys
 from bench.loadgen import percentile
 from bench.parts import Options, Part
 from bench.profiling import Profile, record
@@ -45,7 +45,7 @@ from shared.platform.db import create_pool
 # The two queries of a load, written out here: the snapshot lookup
 # ``EventStore.load_snapshot`` sends, then the events ``EventStore.read_stream`` reads.
 _SNAPSHOT = (
-    "SELECT stream_version, schema_version, state FROM snapshots"
+    "SELECT stream_version, schema_version, state, key_id, mac FROM snapshots"
     " WHERE stream_id = $1 AND snapshot_type = $2"
 )
 _STREAM_EVENTS = """
@@ -218,7 +218,7 @@ async def compare_loads(app: Accounts, store: EventStore) -> dict[str, list[floa
     for n in range(STREAM - 1):
         account.change_email(f"user{n + 1}@example.com", account.email)
     app.save(account)
-    repository = Repository(store, EmailChanges(), snapshot_every=100)
+    repository = Repository(store, EmailChanges(), snapshot_keys(), snapshot_every=100)
     stream = await seed_stream(repository, STREAM)
     times: dict[str, list[float]] = {"ours": [], "peer": []}
     for i in range(LOADS + WARMUP):
@@ -237,7 +237,7 @@ async def compare_loads(app: Accounts, store: EventStore) -> dict[str, list[floa
 async def round_trips(url: str, store: EventStore, count: int = 300) -> dict[str, float]:
     """Median ms of the two queries a load sends (snapshot, then events), sent from a
     plain asyncpg pool without decoding: the floor of a load made of two round trips."""
-    repository = Repository(store, EmailChanges(), snapshot_every=100)
+    repository = Repository(store, EmailChanges(), snapshot_keys(), snapshot_every=100)
     stream = await seed_stream(repository, STREAM)
     pool = await asyncpg.create_pool(url, min_size=1, max_size=2)
     assert pool is not None
@@ -261,7 +261,7 @@ async def round_trips(url: str, store: EventStore, count: int = 300) -> dict[str
 
 
 async def profile_loads(store: EventStore) -> Profile:
-    repository = Repository(store, EmailChanges(), snapshot_every=100)
+    repository = Repository(store, EmailChanges(), snapshot_keys(), snapshot_every=100)
     stream = await seed_stream(repository, STREAM)
     sampling = asyncio.create_task(
         record(os.getpid(), 3, f"bench process (our loads of {STREAM})", idle=True)

@@ -40,7 +40,12 @@ def build_deps(settings: Settings, pool: asyncpg.Pool, clock: Clock = utc_now) -
     shared = Deps.build(settings, pool, clock)
     return AuthDeps(
         **{name: getattr(shared, name) for name in Deps.__dataclass_fields__},
-        accounts=Repository(shared.store, AccountFold(), snapshot_every=settings.snapshot_every),
+        accounts=Repository(
+            shared.store,
+            AccountFold(),
+            shared.twofactors.keys,
+            snapshot_every=settings.snapshot_every,
+        ),
         passwords=PasswordHasher(
             time_cost=settings.argon2_time_cost,
             memory_cost=settings.argon2_memory_kib,

@@ -59,7 +59,12 @@ class Deps:
             settings=settings,
             pool=pool,
             store=store,
-            twofactors=Repository(store, TwoFactorFold(), snapshot_every=settings.snapshot_every),
+            twofactors=Repository(
+                store,
+                TwoFactorFold(),
+                settings.snapshot_key_ring(),
+                snapshot_every=settings.snapshot_every,
+            ),
             keyring=KeyRing(settings.key_ring(), str(settings.encryption_active_key_id)),
             recovery=RecoveryCodeHasher(settings.server_key("recovery_code_key")),
             verifier=token_verifier(settings, is_revoked),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from shared.security.crypto import new_development_key, new_key
@@ -22,12 +23,15 @@ def dev_keys(root: Path) -> dict[str, str]:
         name, sep, value = line.partition("=")
         if sep and not name.startswith("#"):
             values[name.strip()] = value.strip()
-    wanted = {
+    wanted: dict[str, Callable[[], str]] = {
         "TWOFA_ENCRYPTION_KEYS": lambda: f"local-1:{new_key()}",
         "TWOFA_ENCRYPTION_ACTIVE_KEY_ID": lambda: "local-1",
         "TWOFA_JWT_SIGNING_KEYS": lambda: SigningKeys.generate("local-1").to_config(),
         "TWOFA_RECOVERY_CODE_KEY": new_development_key,
         "TWOFA_DEVICE_TOKEN_KEY": new_development_key,
+        # A ring of 32-byte keys: the mark, then 128 random bits.
+        "TWOFA_SNAPSHOT_KEYS": lambda: f"local-1:{new_development_key(16)}",
+        "TWOFA_SNAPSHOT_ACTIVE_KEY_ID": lambda: "local-1",
     }
     missing = {name: make() for name, make in wanted.items() if name not in values}
     if missing:

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager, nullcontext
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import asyncpg
 
@@ -64,9 +64,14 @@ START = Checkpoint(0, 0)
 
 @dataclass(frozen=True, slots=True)
 class Snapshot:
+    """A stored snapshot: the state's exact bytes and the MAC over them (``Repository``
+    makes and checks it; the store keeps the bytes as they are, in a ``bytea``)."""
+
     stream_version: int
     schema_version: int
-    state: dict[str, Any]
+    state: bytes
+    key_id: str
+    mac: bytes
 
 
 _SELECT_EVENTS = """
@@ -101,6 +106,20 @@ ORDER BY events.transaction_id, events.position
 LIMIT $3
 """
 )
+
+_SAVE_SNAPSHOT = """
+INSERT INTO snapshots (stream_id, snapshot_type, stream_version, schema_version, state,
+                       key_id, mac)
+VALUES ($1, $2, $3, $4, $5, $6, $7)
+ON CONFLICT (stream_id, snapshot_type) DO UPDATE
+SET stream_version = excluded.stream_version, schema_version = excluded.schema_version,
+    state = excluded.state, key_id = excluded.key_id, mac = excluded.mac,
+    recorded_at = clock_timestamp()
+WHERE snapshots.stream_version < excluded.stream_version
+   OR snapshots.schema_version <> excluded.schema_version
+   OR snapshots.stream_version > (SELECT coalesce(max(stream_version), 0) FROM events
+                                  WHERE stream_id = excluded.stream_id)
+"""
 
 
 class EventStore:
@@ -207,14 +226,14 @@ class EventStore:
     ) -> Snapshot | None:
         async with self._connection(connection) as conn:
             row = await conn.fetchrow(
-                "SELECT stream_version, schema_version, state FROM snapshots"
+                "SELECT stream_version, schema_version, state, key_id, mac FROM snapshots"
                 " WHERE stream_id = $1 AND snapshot_type = $2",
                 stream_id,
                 snapshot_type,
             )
         if row is None:
             return None
-        return Snapshot(row["stream_version"], row["schema_version"], row["state"])
+        return Snapshot(*row)
 
     async def save_snapshot(
         self,
@@ -224,27 +243,23 @@ class EventStore:
         *,
         connection: asyncpg.Connection | None = None,
     ) -> None:
-        """Keep the newest snapshot of a stream; an older one never replaces a newer.
+        """Keep the newest snapshot of a stream; an older one never replaces a newer,
+        except a row claiming a version the stream has not reached (only a forger
+        writes one, and it must not stay in the way of every later snapshot).
 
         Pass the appending transaction's ``connection`` so that a rolled-back append
         takes its snapshot with it.
         """
         async with self._connection(connection) as conn:
             await conn.execute(
-                """INSERT INTO snapshots (stream_id, snapshot_type, stream_version,
-                                          schema_version, state)
-                   VALUES ($1, $2, $3, $4, $5)
-                   ON CONFLICT (stream_id, snapshot_type) DO UPDATE
-                   SET stream_version = excluded.stream_version,
-                       schema_version = excluded.schema_version,
-                       state = excluded.state, recorded_at = clock_timestamp()
-                   WHERE snapshots.stream_version < excluded.stream_version
-                      OR snapshots.schema_version <> excluded.schema_version""",
+                _SAVE_SNAPSHOT,
                 stream_id,
                 snapshot_type,
                 snapshot.stream_version,
                 snapshot.schema_version,
                 snapshot.state,
+                snapshot.key_id,
+                snapshot.mac,
             )
 
     def _connection(

@@ -19,6 +19,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from shared.security.crypto import DEVELOPMENT_KEY_MARK, new_key
 from shared.security.keys import SigningKeys
+from shared.security.snapshot_mac import SnapshotKeys
 
 __all__ = [
     "ConfigurationError",
@@ -155,6 +156,9 @@ class Settings(BaseSettings):
     relay_standby_retry_seconds: float = Field(default=1.0, gt=0, le=60)
 
     snapshot_every: int = Field(default=100, ge=1)
+    # HMAC-SHA256 keys of aggregate snapshots (auth and enrolment): kid:base64(32 bytes),...
+    snapshot_keys: Annotated[SecretStr | None, NoDecode] = None
+    snapshot_active_key_id: str | None = None
 
     encryption_keys: Annotated[SecretStr | None, NoDecode] = None
     encryption_active_key_id: str | None = None
@@ -192,6 +196,7 @@ class Settings(BaseSettings):
     def _check_secrets(self) -> Self:
         self._check_encryption_keys()
         self._check_signing_keys()
+        self._check_snapshot_keys()
         for name in ("recovery_code_key", "device_token_key"):
             self._check_server_key(name)
         if self.without_broker and self.env is Environment.production:
@@ -319,6 +324,36 @@ class Settings(BaseSettings):
             refuse_development_keys(
                 "TWOFA_JWT_SIGNING_KEYS", parse_named_keys(seeds, "TWOFA_JWT_SIGNING_KEYS", 32)
             )
+
+    def _check_snapshot_keys(self) -> None:
+        """The snapshot MAC ring: a throwaway in development, required in production."""
+        if self.snapshot_keys is None:
+            self._throwaway("snapshot_keys")
+            kid = "dev-" + secrets.token_hex(4)
+            self.snapshot_keys, self.snapshot_active_key_id = SecretStr(f"{kid}:{new_key()}"), kid
+        if self.env is Environment.production:
+            refuse_development_keys("TWOFA_SNAPSHOT_KEYS", self._snapshot_ring())
+        self.snapshot_active_key_id = self.snapshot_key_ring().active
+
+    def _snapshot_ring(self) -> dict[str, bytes]:
+        assert self.snapshot_keys is not None  # set by the validator
+        return parse_named_keys(self.snapshot_keys.get_secret_value(), "TWOFA_SNAPSHOT_KEYS", 32)
+
+    def snapshot_key_ring(self) -> SnapshotKeys:
+        """The keys that sign and check aggregate snapshots (``TWOFA_SNAPSHOT_KEYS``)."""
+        ring = self._snapshot_ring()
+        if not ring:
+            raise ConfigurationError("TWOFA_SNAPSHOT_KEYS holds no key")
+        active = self.snapshot_active_key_id
+        if active is None and len(ring) == 1:
+            active = next(iter(ring))
+        if active is None:
+            raise ConfigurationError(
+                "TWOFA_SNAPSHOT_ACTIVE_KEY_ID must name one of the keys of TWOFA_SNAPSHOT_KEYS"
+            )
+        if active not in ring:
+            raise ConfigurationError(f"TWOFA_SNAPSHOT_ACTIVE_KEY_ID {active!r} is not a key id")
+        return SnapshotKeys(ring, active)
 
     def _check_server_key(self, name: str) -> None:
         value: SecretStr | None = getattr(self, name)

@@ -38,10 +38,10 @@ def new_key() -> str:
 DEVELOPMENT_KEY_MARK = b"twofa-dev-only\x00\x00"  # starts every server key make run writes
 
 
-def new_development_key() -> str:
-    """A fresh key marked as development-only (the mark, then 256 random bits), so
-    that production recognises it and refuses to start with it."""
-    return base64.b64encode(DEVELOPMENT_KEY_MARK + secrets.token_bytes(32)).decode()
+def new_development_key(random_bytes: int = 32) -> str:
+    """A fresh key marked as development-only (the mark, then ``random_bytes`` random
+    bytes), so that production recognises it and refuses to start with it."""
+    return base64.b64encode(DEVELOPMENT_KEY_MARK + secrets.token_bytes(random_bytes)).decode()
 
 
 def constant_time_equals(a: str | bytes, b: str | bytes) -> bool:

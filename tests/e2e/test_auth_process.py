@@ -36,6 +36,7 @@ def env(database_url: str, kafka_bootstrap: str) -> dict[str, str]:
         "TWOFA_JWT_SIGNING_KEYS": SigningKeys.generate("e2e").to_config(),
         "TWOFA_RECOVERY_CODE_KEY": key(),
         "TWOFA_DEVICE_TOKEN_KEY": key(),
+        "TWOFA_SNAPSHOT_KEYS": f"s1:{key()}",
         "TWOFA_ARGON2_TIME_COST": "1",
         "TWOFA_ARGON2_MEMORY_KIB": "1024",
         "TWOFA_ARGON2_PARALLELISM": "1",

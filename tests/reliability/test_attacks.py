@@ -24,10 +24,15 @@ from typing import Any
 
 import asyncpg
 import httpx
+import orjson
 import pytest
 import pytest_asyncio
 
+from shared.domain.twofactor.state import TwoFactorState
+from shared.eventstore.snapshots import TwoFactorFold
+from shared.eventstore.streams import twofactor_stream
 from shared.security.keys import SigningKeys
+from shared.security.snapshot_mac import SnapshotKeys, snapshot_message
 from shared.security.tokens import TokenIssuer
 from tests.reliability.report import REPORT
 from tests.reliability.stack import Stack
@@ -1006,6 +1011,52 @@ async def test_account_enumeration_by_the_password_throttle(api: Api, staff: Sta
     REPORT.attack("enumerate accounts by the password throttle", tried=1, succeeded=leaked)
     assert [s[0] for s in seen[True]] == [401] * 10 + [429] * 2
     assert seen[True] == seen[False]
+
+
+# -- forged snapshots -------------------------------------------------------------------
+
+
+async def test_forging_the_twofactor_snapshot_to_turn_2fa_off(api: Api, staff: Staff) -> None:
+    """As the database's owner, write the user's ``twofactor`` snapshot with 2FA off at
+    the stream's own version (so the repository would read no event after it)."""
+    user = await api.register(staff.support.access)
+    await api.enable_2fa(user)
+    stream = twofactor_stream(user.account_id)
+    disabled = orjson.dumps(TwoFactorFold().to_snapshot(TwoFactorState()))
+    # Keys that are not the stack's: one under the stack's own key id, one under another.
+    same_id, other_id = (SnapshotKeys({k: secrets.token_bytes(32)}, k) for k in ("local-1", "k9"))
+    conn = await asyncpg.connect(api.stack.admin_dsn)
+    try:
+        version = await conn.fetchval(
+            "SELECT max(stream_version) FROM events WHERE stream_id = $1", stream
+        )
+        message = snapshot_message(stream, version, "twofactor", 2, disabled)
+        forgeries = [
+            ("", b""),  # no MAC
+            ("local-1", secrets.token_bytes(32)),  # garbage
+            same_id.sign(message),
+            other_id.sign(message),
+        ]
+        answers = []
+        for replica, (key_id, mac) in enumerate(forgeries):
+            await conn.execute(
+                """INSERT INTO snapshots (stream_id, snapshot_type, stream_version,
+                                          schema_version, state, key_id, mac)
+                   VALUES ($1, 'twofactor', $2, 2, $3, $4, $5)
+                   ON CONFLICT (stream_id, snapshot_type) DO UPDATE
+                   SET stream_version = $2, state = $3, key_id = $4, mac = $5""",
+                *(stream, version, disabled, key_id, mac),
+            )
+            answers.append(await api.login(user, replica=replica))
+    finally:
+        await conn.close()
+    got_in = sum("access_token" in answer for answer in answers)
+    REPORT.attack("forge the twofactor snapshot to turn 2FA off", tried=4, succeeded=got_in)
+    assert [answer.get("mfa_required") for answer in answers] == [True] * 4
+    assert got_in == 0
+    alarms = api.stack.log_text("auth-1") + api.stack.log_text("auth-2")
+    for reason in ("missing", "mismatch", "unknown_key"):
+        assert f"snapshot of {stream} ignored ({reason})" in alarms
 
 
 # -- the sweep, after every attack -------------------------------------------------------

@@ -445,8 +445,12 @@ class FlowMachine(RuleBasedStateMachine):
             base,
             policy=policy,
             password_policy=passwords,
-            twofactors=Repository(base.store, TwoFactorFold(), snapshot_every=snapshot_every),
-            accounts=Repository(base.store, AccountFold(), snapshot_every=snapshot_every),
+            twofactors=Repository(
+                base.store, TwoFactorFold(), base.twofactors.keys, snapshot_every=snapshot_every
+            ),
+            accounts=Repository(
+                base.store, AccountFold(), base.twofactors.keys, snapshot_every=snapshot_every
+            ),
         )
         self.world.serial += 1
         self.username = f"ann{self.world.serial}"

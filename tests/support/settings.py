@@ -19,6 +19,7 @@ def settings_for(database_url: str, **overrides: Any) -> Settings:
         "encryption_keys": f"k1:{new_key()}",
         "recovery_code_key": new_key(),
         "device_token_key": new_key(),
+        "snapshot_keys": f"s1:{new_key()}",
     }
     from shared.security.keys import SigningKeys
 

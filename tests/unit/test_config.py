@@ -64,6 +64,7 @@ def production(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TWOFA_KAFKA_SASL_MECHANISM", "SCRAM-SHA-512")
     monkeypatch.setenv("TWOFA_KAFKA_SASL_USERNAME", "twofa-auth")
     monkeypatch.setenv("TWOFA_KAFKA_SASL_PASSWORD", secrets.token_urlsafe(24))
+    monkeypatch.setenv("TWOFA_SNAPSHOT_KEYS", f"snap-2026:{key()}")
 
 
 REQUIRED_IN_PRODUCTION = [
@@ -71,6 +72,7 @@ REQUIRED_IN_PRODUCTION = [
     "TWOFA_JWT_SIGNING_KEYS",
     "TWOFA_RECOVERY_CODE_KEY",
     "TWOFA_DEVICE_TOKEN_KEY",
+    "TWOFA_SNAPSHOT_KEYS",
 ]
 
 
@@ -212,6 +214,7 @@ def dev_env(tmp_path: Path) -> dict[str, str]:
         "TWOFA_JWT_SIGNING_KEYS",
         "TWOFA_RECOVERY_CODE_KEY",
         "TWOFA_DEVICE_TOKEN_KEY",
+        "TWOFA_SNAPSHOT_KEYS",
     ],
 )
 def test_production_refuses_each_key_make_run_writes(
@@ -220,12 +223,16 @@ def test_production_refuses_each_key_make_run_writes(
     production(monkeypatch)
     written = dev_env(tmp_path)
     monkeypatch.setenv(setting, written[setting])
-    if setting == "TWOFA_ENCRYPTION_KEYS":
-        monkeypatch.setenv(
-            "TWOFA_ENCRYPTION_ACTIVE_KEY_ID", written["TWOFA_ENCRYPTION_ACTIVE_KEY_ID"]
-        )
+    if setting in ("TWOFA_ENCRYPTION_KEYS", "TWOFA_SNAPSHOT_KEYS"):
+        active = setting.replace("_KEYS", "_ACTIVE_KEY_ID")
+        monkeypatch.setenv(active, written[active])
     with pytest.raises(ConfigurationError, match=f"^{setting}.*refused in production"):
         Settings.load()
+    if setting == "TWOFA_SNAPSHOT_KEYS":  # the mark alone refuses it, under any key id
+        monkeypatch.setenv(setting, written[setting].replace("local-1:", "snap-1:"))
+        monkeypatch.setenv("TWOFA_SNAPSHOT_ACTIVE_KEY_ID", "snap-1")
+        with pytest.raises(ConfigurationError, match="key 'snap-1' is a placeholder or devel"):
+            Settings.load()
 
 
 def test_make_run_keys_still_serve_development(
@@ -297,4 +304,27 @@ def test_production_checks_every_encryption_key_not_only_the_active_one(
     production(monkeypatch)
     monkeypatch.setenv("TWOFA_ENCRYPTION_KEYS", f"local-1:{key()},2026-06:{key()}")
     with pytest.raises(ConfigurationError, match="TWOFA_ENCRYPTION_KEYS: key id 'local-1'"):
+        Settings.load()
+
+
+def test_snapshot_keys_a_throwaway_in_development_a_ring_that_rotates_in_production(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    with caplog.at_level(logging.WARNING):
+        throwaway = Settings.load().snapshot_key_ring()
+    assert throwaway.active.startswith("dev-") and "TWOFA_SNAPSHOT_KEYS" in caplog.text
+    production(monkeypatch)
+    monkeypatch.setenv("TWOFA_SNAPSHOT_KEYS", f"snap-2026-01:{key()},snap-2026-06:{key()}")
+    with pytest.raises(ConfigurationError, match="TWOFA_SNAPSHOT_ACTIVE_KEY_ID must name one"):
+        Settings.load()
+    monkeypatch.setenv("TWOFA_SNAPSHOT_ACTIVE_KEY_ID", "snap-2027")
+    with pytest.raises(ConfigurationError, match="'snap-2027' is not a key id"):
+        Settings.load()
+    monkeypatch.setenv("TWOFA_SNAPSHOT_ACTIVE_KEY_ID", "snap-2026-06")
+    assert Settings.load().snapshot_key_ring().active == "snap-2026-06"
+    monkeypatch.setenv("TWOFA_SNAPSHOT_KEYS", " , ")
+    with pytest.raises(ConfigurationError, match="TWOFA_SNAPSHOT_KEYS holds no key"):
+        Settings.load()
+    monkeypatch.setenv("TWOFA_SNAPSHOT_KEYS", f"snap-2026-06:{key()},local-1:{key()}")
+    with pytest.raises(ConfigurationError, match="TWOFA_SNAPSHOT_KEYS: key id 'local-1'"):
         Settings.load()
