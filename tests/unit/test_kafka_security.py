@@ -188,6 +188,7 @@ def production_keys() -> dict[str, Any]:
         "jwt_signing_keys": SigningKeys.generate("sig-2026").to_config(),
         "recovery_code_key": new_key(),
         "device_token_key": new_key(),
+        "snapshot_keys": f"snap-2026:{new_key()}",
     }
 
 
