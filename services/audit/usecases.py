@@ -47,14 +47,19 @@ async def record(
     """Store ``event`` at the end of its account's chain; False if it is stored already.
 
     Runs inside the caller's transaction, holding the chain's lock, so concurrent
-    writers to one chain (a rebalance, a rebuild) take turns.
+    writers to one chain (a rebalance, a rebuild) take turns. The entry is stored as its
+    canonical bytes, made here once; an event whose data RFC 8785 cannot write (an
+    integer no double holds, say) raises ``NotCanonicalError`` and is not stored.
     """
     await log_store.lock_chain(conn, event.subject)
     if await log_store.holds(conn, event.id):
         return False
     seq, prev = extend(await log_store.head(conn, event.subject))
     entry = entry_of(event, seq)
-    await log_store.insert(conn, entry, prev, link(prev, entry), partition=partition, offset=offset)
+    content = entry.content()  # NotCanonicalError: the consumer sends the record to the DLQ
+    await log_store.insert(
+        conn, entry, content, prev, link(prev, content), partition=partition, offset=offset
+    )
     INGESTED.labels("kafka" if partition is not None else "rebuild").inc()
     return True
 

@@ -109,15 +109,15 @@ async def test_tampering_is_named_by_verify(audit: Audit, database_url: str) -> 
         await owner.execute("ALTER TABLE audit.entries DISABLE TRIGGER USER")
         victims = await owner.fetch("SELECT id FROM audit.entries ORDER BY id LIMIT 5")
         changed = victims[1]["id"]
-        await owner.execute(
-            """UPDATE audit.entries SET data = jsonb_set(data, '{reason}', '"forged"')
-               WHERE id = $1 AND data ? 'reason'""",
+        # The stored bytes themselves, where they say "password"; else a column.
+        forged = await owner.fetchval(
+            """UPDATE audit.entries SET content = convert_to(
+                   replace(convert_from(content, 'UTF8'), '"password"', '"forged"'), 'UTF8')
+               WHERE id = $1 AND position('"password"' IN convert_from(content, 'UTF8')) > 0
+               RETURNING id""",
             changed,
         )
-        if (
-            await owner.fetchval("SELECT data->>'reason' FROM audit.entries WHERE id = $1", changed)
-            != "forged"
-        ):
+        if forged is None:
             await owner.execute(
                 "UPDATE audit.entries SET actor = 'someone-else' WHERE id = $1", changed
             )

@@ -81,7 +81,12 @@ async def kafka_records(bootstrap: str) -> list[str]:
 async def audit_entries(admin_dsn: str) -> list[str]:
     conn = await asyncpg.connect(admin_dsn)
     try:
-        rows = await conn.fetch("SELECT row_to_json(e)::text AS entry FROM audit.entries e")
+        # The stored bytes as text: row_to_json would show them in hex, hiding a secret.
+        rows = await conn.fetch(
+            """SELECT row_to_json(e)::text || coalesce(convert_from(e.content, 'UTF8'), '')
+                      AS entry
+               FROM audit.entries e"""
+        )
     finally:
         await conn.close()
     return [row["entry"] for row in rows]

@@ -1059,6 +1059,109 @@ async def test_forging_the_twofactor_snapshot_to_turn_2fa_off(api: Api, staff: S
         assert f"snapshot of {stream} ignored ({reason})" in alarms
 
 
+# -- metrics as an oracle ---------------------------------------------------------------
+
+# What each public port of each service is asked, before and after the wrong passwords.
+PUBLIC_PROBES = ("/metrics", "/metrics/", "/healthz", "/readyz")
+PUBLIC_SERVICES = ("auth", "enrolment", "audit")
+PER_REQUEST_HEADERS = ("date", "x-request-id")
+ORACLE_NAMES = 4
+ORACLE_TRIES = 4  # per name, well below the password throttle: 16 samples per group
+
+
+def public_answer(answer: httpx.Response) -> str:
+    """Status, body (its per-request fields dropped) and headers but date and request id."""
+    try:
+        body = json.dumps(shape(answer.json()), sort_keys=True)
+    except ValueError:
+        body = answer.text
+    headers = sorted((k, v) for k, v in answer.headers.items() if k not in PER_REQUEST_HEADERS)
+    return json.dumps([answer.status_code, body, headers])
+
+
+def not_found(answer: str) -> bool:
+    status: int = json.loads(answer)[0]
+    return status == 404
+
+
+async def public_answers(api: Api) -> dict[str, str]:
+    """What every public port of every service answers to each probe, now."""
+    targets = [
+        (service, replica, path)
+        for service in PUBLIC_SERVICES
+        for replica in range(len(api.stack.urls(service)))
+        for path in PUBLIC_PROBES
+    ]
+    answers = await asyncio.gather(
+        *(api.call("GET", service, path, replica=replica) for service, replica, path in targets)
+    )
+    return {
+        f"{api.base(service, replica)}{path}": public_answer(answer)
+        for (service, replica, path), answer in zip(targets, answers, strict=True)
+    }
+
+
+async def test_metrics_or_any_public_answer_telling_a_real_username_from_an_unknown_one(
+    api: Api, staff: Staff
+) -> None:
+    # Before metrics had a listener of their own, a real name's failure counted +1 on
+    # the public /metrics (the consumers' events) and an unknown one's +0.
+    known = list(
+        await asyncio.gather(
+            *(api.register(staff.support.access, "oracle") for _ in range(ORACLE_NAMES))
+        )
+    )
+    unknown = [f"nobody.{uuid.uuid4().hex[:10]}" for _ in known]
+    tries = [(True, user.username) for user in known for _ in range(ORACLE_TRIES)]
+    tries += [(False, name) for name in unknown for _ in range(ORACLE_TRIES)]
+    random.Random(ENUMERATION_SEED + 1).shuffle(tries)
+    before = await public_answers(api)
+    answers = await timed_logins(api, tries)
+    assert len(answers) == len(tries)
+
+    async def consumed() -> bool:  # the failures reached the consumers that count them
+        conn = await asyncpg.connect(api.stack.admin_dsn)
+        try:
+            count = await conn.fetchval(
+                "SELECT count(*) FROM audit.entries"
+                " WHERE event_type = 'login.failed' AND chain = ANY($1::text[])",
+                [user.account_id for user in known],
+            )
+        finally:
+            await conn.close()
+        return bool(count >= len(known) * ORACLE_TRIES)
+
+    await eventually(consumed, within=30)
+    after = await public_answers(api)
+
+    exposed = [url for url, answer in before.items() if "/metrics" in url and not not_found(answer)]
+    changed = [url for url in before if before[url] != after[url]]
+    seen: dict[bool, set[str]] = {True: set(), False: set()}
+    timings: dict[bool, list[float]] = {True: [], False: []}
+    for (exists, _), answer in zip(tries, answers, strict=True):
+        seen[exists].add(public_answer(answer))
+        timings[exists].append(answer.elapsed.total_seconds())
+    z = mann_whitney_z(timings[True], timings[False])
+    under_floor = [t for group in timings.values() for t in group if t < 0.3]
+    leaked = (
+        len(exposed)
+        + len(changed)
+        + int(seen[True] != seen[False])
+        + int(abs(z) > 3.0)
+        + int(bool(under_floor))
+    )
+    REPORT.attack(
+        "metrics oracle: public /metrics, answers, timing by name",
+        tried=len(before) + len(before) + 3,
+        succeeded=leaked,
+    )
+    assert not exposed, exposed
+    assert not changed, {url: (before[url], after[url]) for url in changed}
+    assert seen[True] == seen[False] and len(seen[True]) == 1, seen
+    assert not under_floor, under_floor  # every wrong password waits for the 300 ms floor
+    assert abs(z) <= 3.0, (z, {k: statistics.median(v) for k, v in timings.items()})
+
+
 # -- the sweep, after every attack -------------------------------------------------------
 
 

@@ -143,7 +143,9 @@ def _entry(event_id: uuid.UUID, chain: str, seq: int) -> Entry:
 
 
 async def _insert(conn: asyncpg.Connection, entry: Entry) -> None:
-    await log_store.insert(conn, entry, b"p", b"h", partition=0, offset=entry.chain_seq)
+    await log_store.insert(
+        conn, entry, entry.content(), b"p", b"h", partition=0, offset=entry.chain_seq
+    )
 
 
 async def test_an_audit_insert_the_unique_index_refuses_is_counted(

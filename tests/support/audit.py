@@ -21,7 +21,9 @@ from tests.support.clock import Clock
 from tests.support.polling import eventually
 from tests.support.samples import sample_event
 
-CHAIN_ROWS = "SELECT event_id, chain, chain_seq, hash FROM audit.entries ORDER BY chain, chain_seq"
+# The stored bytes too: a rebuild must give the very bytes ingestion stored.
+CHAIN_ROWS = """SELECT event_id, chain, chain_seq, content, hash FROM audit.entries
+    ORDER BY chain, chain_seq"""
 
 
 @dataclass

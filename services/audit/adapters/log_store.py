@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any
 
 import asyncpg
+import orjson
 
 from services.audit.domain.chain import Entry, Stored
 
@@ -30,7 +31,7 @@ __all__ = [
 ]
 
 _COLUMNS = """id, event_id, chain, chain_seq, event_type, source, actor, correlation_id,
-    causation_id, occurred_at, store_position, dataschema, data, kafka_partition,
+    causation_id, occurred_at, store_position, dataschema, data, content, kafka_partition,
     kafka_offset, prev_hash, hash, recorded_at"""
 
 
@@ -57,15 +58,17 @@ async def head(conn: asyncpg.Connection, chain: str) -> tuple[int, bytes] | None
 async def insert(
     conn: asyncpg.Connection,
     entry: Entry,
+    content: bytes,
     prev_hash: bytes,
     entry_hash: bytes,
     *,
     partition: int | None,
     offset: int | None,
 ) -> None:
+    """Store ``entry`` as ``content``, its canonical bytes; its data has no other copy."""
     await conn.execute(
         """INSERT INTO audit.entries (event_id, chain, chain_seq, event_type, source, actor,
-               correlation_id, causation_id, occurred_at, store_position, dataschema, data,
+               correlation_id, causation_id, occurred_at, store_position, dataschema, content,
                kafka_partition, kafka_offset, prev_hash, hash)
            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)""",
         entry.event_id,
@@ -79,7 +82,7 @@ async def insert(
         entry.occurred_at,
         entry.store_position,
         entry.dataschema,
-        entry.data,
+        content,
         partition,
         offset,
         prev_hash,
@@ -113,21 +116,24 @@ class Filters:
 
 
 def row_to_json(row: asyncpg.Record) -> dict[str, Any]:
-    """The API form of an entry (hashes in hex)."""
+    """The API form of an entry (hashes in hex): what its stored content says, or for an
+    entry recorded before content was stored (migration 0007), what its columns say."""
+    content = row["content"]
+    said = _stored(row).entry.document() if content is None else orjson.loads(content)
     return {
         "id": row["id"],
-        "event_id": str(row["event_id"]),
-        "account_id": row["chain"],
-        "chain_seq": row["chain_seq"],
-        "type": row["event_type"],
-        "source": row["source"],
-        "actor": row["actor"],
-        "correlation_id": str(row["correlation_id"]) if row["correlation_id"] else None,
-        "causation_id": str(row["causation_id"]) if row["causation_id"] else None,
-        "occurred_at": row["occurred_at"].isoformat(),
-        "store_position": row["store_position"],
-        "dataschema": row["dataschema"],
-        "data": row["data"],
+        "event_id": said["event_id"],
+        "account_id": said["chain"],
+        "chain_seq": said["chain_seq"],
+        "type": said["event_type"],
+        "source": said["source"],
+        "actor": said["actor"],
+        "correlation_id": said["correlation_id"],
+        "causation_id": said["causation_id"],
+        "occurred_at": said["occurred_at"],
+        "store_position": said["store_position"],
+        "dataschema": said["dataschema"],
+        "data": said["data"],
         "kafka_partition": row["kafka_partition"],
         "kafka_offset": row["kafka_offset"],
         "prev_hash": bytes(row["prev_hash"]).hex(),
@@ -184,6 +190,7 @@ async def walk(pool: asyncpg.Pool) -> AsyncIterator[Stored]:
 
 
 def _stored(row: asyncpg.Record) -> Stored:
+    content = row["content"]
     entry = Entry(
         event_id=row["event_id"],
         chain=row["chain"],
@@ -196,9 +203,10 @@ def _stored(row: asyncpg.Record) -> Stored:
         occurred_at=row["occurred_at"],
         store_position=row["store_position"],
         dataschema=row["dataschema"],
-        data=row["data"],
+        data=row["data"] if content is None else {},  # then the content alone holds it
     )
-    return Stored(row["id"], entry, bytes(row["prev_hash"]), bytes(row["hash"]))
+    stored_content = None if content is None else bytes(content)
+    return Stored(row["id"], entry, bytes(row["prev_hash"]), bytes(row["hash"]), stored_content)
 
 
 async def summary(
