@@ -16,6 +16,7 @@ import pytest
 
 from shared.devtools.servers import free_port, wait_for_port
 from shared.security.keys import SigningKeys
+from tests.support.logins import process_env
 
 pytestmark = pytest.mark.e2e
 
@@ -50,7 +51,7 @@ def serving(service: str, env: dict[str, str], metrics_port: int = 0) -> Iterato
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "services.cli", "serve", service, "--port", str(port)],
-        env={**env, "TWOFA_METRICS_PORT": str(metrics_port or free_port())},
+        env={**process_env(env, service), "TWOFA_METRICS_PORT": str(metrics_port or free_port())},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )

@@ -225,9 +225,10 @@ def now() -> datetime:
 
 
 def cli(stack: Stack, *argv: str, stdin: str = "") -> str:
+    """``twofa accounts ...`` as an operator runs it: auth's keys and login."""
     done = subprocess.run(
         [sys.executable, "-m", "services.cli", *argv],
-        env=stack.env,
+        env=stack.process_env("auth-cli"),
         input=stdin,
         capture_output=True,
         text=True,
@@ -706,7 +707,7 @@ def forged_tokens(stack: Stack, staff: Staff) -> dict[str, str]:
 
     head = json.loads(base64.urlsafe_b64decode(header + "=" * (-len(header) % 4)))
     escalated = {**claims, "roles": ["security", "support"], "sub": str(uuid.uuid4())}
-    own_keys = SigningKeys.from_config(stack.env["TWOFA_JWT_SIGNING_KEYS"], None)
+    own_keys = SigningKeys.from_config(stack.process_env("auth-1")["TWOFA_JWT_SIGNING_KEYS"], None)
     stranger = SigningKeys.generate(head["kid"])  # same key id, another key
     issued = datetime.fromtimestamp(claims["iat"], UTC)
 
