@@ -192,7 +192,7 @@ def test_a_production_service_without_a_broker_refuses_to_start_and_says_why(
     del production["TWOFA_KAFKA_BOOTSTRAP_SERVERS"]
     refused = subprocess.run(
         [sys.executable, "-m", "services.cli", "serve", service, "--port", str(free_port())],
-        env=production,
+        env=process_env(production, service),  # only its keys: the broker is what it lacks
         capture_output=True,
         text=True,
         timeout=60,
