@@ -114,6 +114,9 @@ def run(
         _print_where(env, copies, metrics)
         if demo_text:
             print(demo_text, flush=True)
+        # From here a signal stops in order: one that lands while "ready" is printed
+        # (a caller may send it the moment it reads the line) must not unwind the start.
+        stop_request.supervising = True
         _say("ready; press Ctrl-C to stop everything")
         code = _supervise(children, stop_request)
     _say("stopped")
