@@ -31,8 +31,9 @@ from shared.devtools.keys import dev_keys
 from shared.devtools.logins import ensure_service_logins, login_dsn
 from shared.devtools.servers import EmbeddedBroker, EmbeddedPostgres, free_port
 from shared.messaging.kafka import ensure_topics
-from shared.platform.config import Settings, without_foreign_keys
+from shared.platform.config import Settings
 from shared.platform.db import migrate
+from shared.platform.key_holders import without_foreign_keys
 
 __all__ = ["Database", "Process", "Stack"]
 

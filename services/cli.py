@@ -18,8 +18,9 @@ from shared.eventstore.store import EventStore
 from shared.messaging.contract import PUBLIC_EVENTS
 from shared.messaging.kafka import ensure_topics
 from shared.messaging.relay import Relay, RelayOptions
-from shared.platform.config import ConfigurationError, Process, Settings
+from shared.platform.config import ConfigurationError, Settings
 from shared.platform.db import create_pool, migrate
+from shared.platform.key_holders import Process
 from shared.platform.logs import configure_logging
 from shared.platform.metrics import serve_metrics
 

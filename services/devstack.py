@@ -23,8 +23,9 @@ from shared.devtools.keys import dev_keys_for
 from shared.devtools.logins import SERVICE_LOGINS, ensure_service_logins, login_dsn
 from shared.devtools.runs import Run, listens, stop_leftovers, supervisor_alive, taken_ports
 from shared.devtools.servers import EmbeddedBroker, EmbeddedPostgres, die_with_parent, free_port
-from shared.platform.config import Settings, without_foreign_keys
+from shared.platform.config import Settings
 from shared.platform.db import ensure_database, migrate
+from shared.platform.key_holders import without_foreign_keys
 
 __all__ = ["DEFAULT_PORTS", "instances", "parse_replicas", "run", "stop"]
 
@@ -312,7 +313,7 @@ def _seed_demo(env: dict[str, str], root: Path) -> str:
         return credentials.read_text()
     _say("seeding the demo accounts …")
     os.environ.update(env)  # the stack's settings, as its children see them
-    text = asyncio.run(seed(Settings.load()))
+    text = asyncio.run(seed(Settings.load(process="auth")))
     credentials.write_text(text)
     credentials.chmod(0o600)
     return text

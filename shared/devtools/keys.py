@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from shared.platform.config import key_variables
+from shared.platform.key_holders import key_variables
 from shared.security.crypto import new_development_key, new_key
 from shared.security.keys import SigningKeys
 

@@ -15,29 +15,18 @@ import logging
 import secrets
 from collections.abc import Callable, Mapping
 from contextvars import ContextVar
-from dataclasses import dataclass
 from enum import StrEnum
-from typing import Annotated, ClassVar, Literal, Self
+from typing import Annotated, ClassVar, Self
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import Field, PrivateAttr, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from shared.platform.key_holders import KEY_HOLDERS, KeyUse, Process
 from shared.security.crypto import DEVELOPMENT_KEY_MARK, new_key
 from shared.security.keys import SigningKeys
 
-__all__ = [
-    "KEY_HOLDERS",
-    "PROCESSES",
-    "ConfigurationError",
-    "Environment",
-    "Process",
-    "Settings",
-    "key_variables",
-    "parse_key_ring",
-    "parse_named_keys",
-    "without_foreign_keys",
-]
+__all__ = ["ConfigurationError", "Environment", "Settings", "parse_key_ring", "parse_named_keys"]
 
 log = logging.getLogger(__name__)
 
@@ -89,65 +78,6 @@ def refuse_development_keys(setting: str, ring: Mapping[str, bytes]) -> None:
             raise ConfigurationError(
                 f"{setting}: key {kid!r} is a placeholder or development key, refused in production"
             )
-
-
-Process = Literal["auth", "enrolment", "audit", "relay", "migrate"]
-PROCESSES: tuple[Process, ...] = ("auth", "enrolment", "audit", "relay", "migrate")
-
-
-@dataclass(frozen=True, slots=True)
-class KeyUse:
-    """Who holds one key setting; a secret one is refused to every other process."""
-
-    holders: frozenset[str]
-    secret: bool
-    companions: tuple[str, ...] = ()  # settings that go with it (its active key id)
-
-
-def _held_by(*processes: Process) -> frozenset[str]:
-    return frozenset(processes)
-
-
-# Which process holds which key (README, "Keys per process"). A new key setting is one
-# line here plus its check in Settings._KEY_CHECKS; a setting named here that does not
-# exist yet is skipped. `twofa migrate` holds none.
-KEY_HOLDERS: dict[str, KeyUse] = {
-    "encryption_keys": KeyUse(
-        _held_by("auth", "enrolment"), secret=True, companions=("encryption_active_key_id",)
-    ),
-    "jwt_signing_keys": KeyUse(_held_by("auth"), secret=True, companions=("jwt_active_key_id",)),
-    "jwt_verify_keys": KeyUse(_held_by("enrolment", "audit"), secret=False),
-    "recovery_code_key": KeyUse(_held_by("auth", "enrolment"), secret=True),
-    "device_token_key": KeyUse(_held_by("auth"), secret=True),
-    "event_signing_keys": KeyUse(
-        _held_by("relay"), secret=True, companions=("event_signing_active_key_id",)
-    ),
-    "event_verify_keys": KeyUse(_held_by("auth", "enrolment", "audit"), secret=False),
-    "snapshot_keys": KeyUse(
-        _held_by("auth", "enrolment"), secret=True, companions=("snapshot_active_key_id",)
-    ),
-}
-
-
-def key_variables(process: str) -> set[str]:
-    """The environment variables of the keys ``process`` holds (with their active ids)."""
-    return {
-        f"TWOFA_{name.upper()}"
-        for setting, use in KEY_HOLDERS.items()
-        if process in use.holders
-        for name in (setting, *use.companions)
-    }
-
-
-def without_foreign_keys(env: Mapping[str, str], process: str) -> dict[str, str]:
-    """``env`` without any key variable ``process`` does not hold: what to start it with."""
-    foreign = {
-        f"TWOFA_{name.upper()}"
-        for setting, use in KEY_HOLDERS.items()
-        if process not in use.holders
-        for name in (setting, *use.companions)
-    }
-    return {name: value for name, value in env.items() if name not in foreign}
 
 
 # The process ``Settings.load`` reads for: the validator decides its keys by it.

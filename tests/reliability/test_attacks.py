@@ -29,7 +29,7 @@ import pytest
 import pytest_asyncio
 
 from shared.devtools.logins import SERVICE_GROUPS, SERVICE_LOGINS
-from shared.platform.config import KEY_HOLDERS
+from shared.platform.key_holders import KEY_HOLDERS
 from shared.security.keys import SigningKeys
 from shared.security.tokens import TokenIssuer
 from tests.reliability.report import REPORT

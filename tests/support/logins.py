@@ -14,7 +14,7 @@ from urllib.parse import unquote, urlsplit
 import asyncpg
 
 from shared.devtools.logins import SERVICE_LOGINS, ensure_service_logins
-from shared.platform.config import KEY_HOLDERS, without_foreign_keys
+from shared.platform.key_holders import KEY_HOLDERS, without_foreign_keys
 from shared.security.keys import SigningKeys
 from tests.support.servers import with_database
 

@@ -11,14 +11,8 @@ from pathlib import Path
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from shared.platform.config import (
-    KEY_HOLDERS,
-    PROCESSES,
-    ConfigurationError,
-    Process,
-    Settings,
-    key_variables,
-)
+from shared.platform.config import ConfigurationError, Settings
+from shared.platform.key_holders import KEY_HOLDERS, PROCESSES, Process, key_variables
 from shared.security.crypto import new_key
 from shared.security.keys import SigningKeys
 

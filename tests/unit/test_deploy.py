@@ -34,13 +34,8 @@ import yaml
 
 from services.cli import SERVICES, process_of
 from shared.devtools.logins import SERVICE_LOGINS
-from shared.platform.config import (
-    KEY_HOLDERS,
-    ConfigurationError,
-    Process,
-    Settings,
-    key_variables,
-)
+from shared.platform.config import ConfigurationError, Settings
+from shared.platform.key_holders import KEY_HOLDERS, Process, key_variables
 from shared.platform.metrics import METRICS_PORTS
 from shared.security.keys import SigningKeys
 
