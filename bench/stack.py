@@ -28,10 +28,12 @@ from urllib.parse import quote, urlsplit, urlunsplit
 import asyncpg
 
 from shared.devtools.keys import dev_keys
-from shared.devtools.servers import SERVICE_ROLE, EmbeddedBroker, EmbeddedPostgres, free_port
+from shared.devtools.logins import ensure_service_logins, login_dsn
+from shared.devtools.servers import EmbeddedBroker, EmbeddedPostgres, free_port
 from shared.messaging.kafka import ensure_topics
 from shared.platform.config import Settings
-from shared.platform.db import ensure_service_role, migrate
+from shared.platform.db import migrate
+from shared.platform.key_holders import without_foreign_keys
 
 __all__ = ["Database", "Process", "Stack"]
 
@@ -49,11 +51,16 @@ def _with_database(dsn: str, database: str, user: str | None = None) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Database:
-    """A fresh migrated database: the owner's URL (seeding) and the services' role URL."""
+    """A fresh migrated database: the owner's URL (seeding) and auth's login URL (the
+    in-process writers of account and twofactor streams); ``login`` gives the others."""
 
     name: str
     admin_url: str
     service_url: str
+
+    def login(self, process: str) -> str:
+        """The URL of ``process``'s own login on this database."""
+        return login_dsn(self.service_url, process)
 
 
 @dataclass(slots=True)
@@ -151,8 +158,8 @@ class Stack:
             await conn.close()
         admin = _with_database(self.admin_url, name)
         await migrate(admin)
-        await ensure_service_role(admin, SERVICE_ROLE)
-        return Database(name, admin, _with_database(self.admin_url, name, SERVICE_ROLE))
+        await ensure_service_logins(admin)
+        return Database(name, admin, login_dsn(admin, "auth"))
 
     async def empty_database(self, prefix: str) -> str:
         """A new database with no schema (for the peer library); its name."""
@@ -206,7 +213,14 @@ class Stack:
         }
         return Settings(**values)
 
-    def start(self, name: str, argv: list[str], env: Mapping[str, str]) -> Process:
+    def start(
+        self, name: str, argv: list[str], env: Mapping[str, str], role: str | None = None
+    ) -> Process:
+        """Start ``argv``; as twofa's process ``role``, with only its keys and its own login."""
+        if role is not None:
+            own = without_foreign_keys(env, role)
+            own["TWOFA_DATABASE_URL"] = login_dsn(own["TWOFA_DATABASE_URL"], role)
+            env = own
         log_path = self.workdir / f"{name}-{len(self.processes)}.log"
         with open(log_path, "ab") as log:
             popen = subprocess.Popen(
@@ -224,7 +238,7 @@ class Stack:
         """``twofa serve SERVICE`` on a free loopback port, once ``/readyz`` answers 200."""
         port = free_port()
         process = self.start(
-            service, ["-m", "services.cli", "serve", service, "--port", str(port)], env
+            service, ["-m", "services.cli", "serve", service, "--port", str(port)], env, service
         )
         process.port = port
         await self.wait_ready(process)
@@ -239,7 +253,7 @@ class Stack:
         return process
 
     def relay(self, env: Mapping[str, str]) -> Process:
-        return self.start("relay", ["-m", "services.cli", "relay"], env)
+        return self.start("relay", ["-m", "services.cli", "relay"], env, "relay")
 
     async def wait_ready(self, process: Process, within: float = 60.0) -> None:
         deadline = time.monotonic() + within

@@ -20,6 +20,7 @@ from shared.messaging.kafka import ensure_topics, security_of
 from shared.messaging.relay import Relay, RelayOptions
 from shared.platform.config import ConfigurationError, Settings
 from shared.platform.db import create_pool, migrate
+from shared.platform.key_holders import Process
 from shared.platform.logs import configure_logging
 from shared.platform.metrics import serve_metrics
 
@@ -114,6 +115,21 @@ def serve_http(settings: Settings, service: str, host: str, port: int | None) ->
     )
 
 
+def process_of(args: argparse.Namespace) -> Process:
+    """Whose keys and database login a command runs with (README, "Database roles"):
+    ``accounts`` writes through auth's use cases, ``audit rebuild`` is audit's."""
+    if args.command == "serve":
+        service: Process = args.service
+        return service
+    commands: dict[str, Process] = {
+        "relay": "relay",
+        "accounts": "auth",
+        "audit": "audit",
+        "migrate": "migrate",
+    }
+    return commands[args.command]
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="twofa", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -151,7 +167,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         replicas = devstack.parse_replicas(args.replicas)
         return devstack.run(args.data_dir, ports, replicas, demo=args.demo)
     try:
-        settings = Settings.load()
+        settings = Settings.load(process=process_of(args))
     except ConfigurationError as exc:
         print(f"twofa: configuration error: {exc}", file=sys.stderr)
         return 2

@@ -19,17 +19,13 @@ from contextlib import ExitStack
 from pathlib import Path
 from types import FrameType
 
-from shared.devtools.keys import dev_keys
+from shared.devtools.keys import dev_keys_for
+from shared.devtools.logins import SERVICE_LOGINS, ensure_service_logins, login_dsn
 from shared.devtools.runs import Run, listens, stop_leftovers, supervisor_alive, taken_ports
-from shared.devtools.servers import (
-    SERVICE_ROLE,
-    EmbeddedBroker,
-    EmbeddedPostgres,
-    die_with_parent,
-    free_port,
-)
+from shared.devtools.servers import EmbeddedBroker, EmbeddedPostgres, die_with_parent, free_port
 from shared.platform.config import Settings
-from shared.platform.db import ensure_database, ensure_service_role, migrate
+from shared.platform.db import ensure_database, migrate
+from shared.platform.key_holders import without_foreign_keys
 
 __all__ = ["DEFAULT_PORTS", "instances", "parse_replicas", "run", "stop"]
 
@@ -95,7 +91,7 @@ def run(
     ports = ports or dict(DEFAULT_PORTS)
     root = Path(data_dir).resolve()
     root.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, **{k: v for k, v in dev_keys(root).items() if k not in os.environ}}
+    env = dict(os.environ)  # each process adds its own keys and login (process_env)
     copies = instances(ports, replicas or {})
     refused = _claim(root, copies)
     if refused is not None:
@@ -109,16 +105,19 @@ def run(
         stack.callback(Run.forget, root)
         record.children.update(_start_servers(stack, root, env))
         metrics = {name: free_port() for name in ("relay", *(n for n, _, _ in copies))}
-        children = _start_children(env, ports, copies, metrics)
+        children = _start_children(env, root, ports, copies, metrics)
         stack.callback(_stop_children, children)
         record.children.update({name: proc.pid for name, proc in children})
         record.save(root)
         for name, _, port in copies:
             _wait_ready(name, port, children)
-        demo_text = _seed_demo(env, root) if demo else None
+        demo_text = _seed_demo(process_env(env, root, "auth"), root) if demo else None
         _print_where(env, copies, metrics)
         if demo_text:
             print(demo_text, flush=True)
+        # From here a signal stops in order: one that lands while "ready" is printed
+        # (a caller may send it the moment it reads the line) must not unwind the start.
+        stop_request.supervising = True
         _say("ready; press Ctrl-C to stop everything")
         code = _supervise(children, stop_request)
     _say("stopped")
@@ -171,7 +170,7 @@ def stop(data_dir: str) -> int:
 
 def _start_servers(stack: ExitStack, root: Path, env: dict[str, str]) -> dict[str, int]:
     """The embedded PostgreSQL and broker, unless the environment names real ones; then
-    the migrations, and the services' own database role. Returns the broker's pid."""
+    the migrations, and each process's own database login. Returns the broker's pid."""
     started: dict[str, int] = {}
     if not os.environ.get("TWOFA_DATABASE_URL"):
         _say("starting embedded PostgreSQL …")
@@ -187,7 +186,8 @@ def _start_servers(stack: ExitStack, root: Path, env: dict[str, str]) -> dict[st
         asyncio.run(ensure_database(pg.dsn(), DATABASE))
         admin = pg.dsn(DATABASE)
         env["TWOFA_MIGRATION_DATABASE_URL"] = admin
-        env["TWOFA_DATABASE_URL"] = pg.dsn(DATABASE, user=SERVICE_ROLE)
+        env["TWOFA_DATABASE_URL"] = admin  # each process gets its own login: process_env
+        env[OWN_LOGINS] = "1"
     else:
         admin = env.get("TWOFA_MIGRATION_DATABASE_URL") or env["TWOFA_DATABASE_URL"]
     if not os.environ.get("TWOFA_KAFKA_BOOTSTRAP_SERVERS"):
@@ -201,12 +201,28 @@ def _start_servers(stack: ExitStack, root: Path, env: dict[str, str]) -> dict[st
     applied = asyncio.run(migrate(admin))
     _say(f"{len(applied)} new migration(s) applied")
     if not os.environ.get("TWOFA_DATABASE_URL"):
-        asyncio.run(ensure_service_role(admin, SERVICE_ROLE))
+        asyncio.run(ensure_service_logins(admin))
     return started
+
+
+OWN_LOGINS = "_TWOFA_DEV_OWN_LOGINS"  # set when this run made the database and its logins
+
+
+def process_env(env: dict[str, str], root: Path, process: str) -> dict[str, str]:
+    """``env`` for one process: its development keys and no other key, and, on the
+    embedded PostgreSQL, its own database login (a database the environment names is
+    used as it is)."""
+    keys = {k: v for k, v in dev_keys_for(root, process).items() if k not in os.environ}
+    out = without_foreign_keys({**env, **keys}, process)
+    if out.pop(OWN_LOGINS, None):
+        out["TWOFA_DATABASE_URL"] = login_dsn(env["TWOFA_DATABASE_URL"], process)
+        out.pop("TWOFA_MIGRATION_DATABASE_URL", None)
+    return out
 
 
 def _start_children(
     env: dict[str, str],
+    root: Path,
     ports: dict[str, int],
     copies: list[tuple[str, str, int]],
     metrics: dict[str, int],
@@ -221,18 +237,18 @@ def _start_children(
     ]
     env.setdefault("TWOFA_ENROLMENT_URL", f"http://127.0.0.1:{ports['enrolment']}")
     env.setdefault("TWOFA_PORTAL_ORIGINS", ",".join(auth_origins))
-    processes = [("relay", ["relay"])] + [
-        (name, ["serve", service, "--port", str(port)]) for name, service, port in copies
+    processes = [("relay", "relay", ["relay"])] + [
+        (name, service, ["serve", service, "--port", str(port)]) for name, service, port in copies
     ]
     children: list[tuple[str, subprocess.Popen[bytes]]] = []
-    for name, argv in processes:
+    for name, process, argv in processes:
         _say(f"starting {name} …")
         # In a session of its own, so a terminal's Ctrl-C reaches only twofa dev, which
         # stops everything in order; and it dies with twofa dev, however that dies.
         proc = subprocess.Popen(  # noqa: S603 — our own entry point
             [sys.executable, "-m", "services.cli", *argv],
             env={
-                **env,
+                **process_env(env, root, process),
                 "TWOFA_METRICS_HOST": "127.0.0.1",
                 "TWOFA_METRICS_PORT": str(metrics[name]),
             },
@@ -266,6 +282,11 @@ def _print_where(
 ) -> None:
     rows = [
         ("PostgreSQL", env["TWOFA_DATABASE_URL"]),
+        *(
+            [("PostgreSQL logins", ", ".join(f"{p} {u}" for p, u in SERVICE_LOGINS.items()))]
+            if OWN_LOGINS in env
+            else []
+        ),
         ("Kafka bootstrap", env["TWOFA_KAFKA_BOOTSTRAP_SERVERS"]),
         ("Kafka topic", env.get("TWOFA_KAFKA_TOPIC", "twofa.events.v1")),
     ]
@@ -292,7 +313,7 @@ def _seed_demo(env: dict[str, str], root: Path) -> str:
         return credentials.read_text()
     _say("seeding the demo accounts …")
     os.environ.update(env)  # the stack's settings, as its children see them
-    text = asyncio.run(seed(Settings.load()))
+    text = asyncio.run(seed(Settings.load(process="auth")))
     credentials.write_text(text)
     credentials.chmod(0o600)
     return text

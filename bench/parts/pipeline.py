@@ -264,7 +264,7 @@ async def run(stack: Stack, options: Options) -> PartResult:
     assert raw_pool is not None
     try:
         read_runs = [await raw_read_rate(raw_pool, REBUILD_EVENTS) for _ in range(2)]
-        rebuilt, read, added = await rebuild_rate(other.service_url)
+        rebuilt, read, added = await rebuild_rate(other.login("audit"))
         read_runs.append(await raw_read_rate(raw_pool, REBUILD_EVENTS))
     finally:
         await raw_pool.close()
@@ -366,7 +366,7 @@ async def profile_rebuild(stack: Stack, rate: float) -> dict[str, Any]:
         record(os.getpid(), seconds, "bench process (audit rebuild)", idle=True)
     )
     await asyncio.sleep(0.3)
-    await rebuild_rate(database.service_url)
+    await rebuild_rate(database.login("audit"))
     profile = await sampling
     print(profile.text(), flush=True)
     return profile.to_json()

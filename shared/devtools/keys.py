@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+from shared.platform.key_holders import key_variables
 from shared.security.crypto import new_development_key, new_key
 from shared.security.keys import SigningKeys
 
-__all__ = ["dev_keys"]
+__all__ = ["dev_keys", "dev_keys_for"]
 
 
 def dev_keys(root: Path) -> dict[str, str]:
@@ -38,4 +39,13 @@ def dev_keys(root: Path) -> dict[str, str]:
         with path.open("a") as out:
             out.writelines(f"{name}={value}\n" for name, value in missing.items())
         values.update(missing)
+    # The public halves, for the processes that only verify tokens.
+    signing = SigningKeys.from_config(values["TWOFA_JWT_SIGNING_KEYS"], None)
+    values.setdefault("TWOFA_JWT_VERIFY_KEYS", signing.to_verify_config())
     return values
+
+
+def dev_keys_for(root: Path, process: str) -> dict[str, str]:
+    """The development keys ``process`` holds, and no other (``KEY_HOLDERS``)."""
+    held = key_variables(process)
+    return {name: value for name, value in dev_keys(root).items() if name in held}

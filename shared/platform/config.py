@@ -1,7 +1,11 @@
 """Configuration from the environment (prefix ``TWOFA_``), one ``Settings`` for every process.
 
-In development a missing key is replaced by a throwaway one (and the log says so); in
-production the same gap stops the process before it serves anything.
+Which keys a process holds depends on the process (``KEY_HOLDERS``): the ``twofa``
+command loads ``Settings.load(process=...)``, and then a key the process needs is
+required in production (in development a missing one is replaced by a throwaway key,
+and the log says so), while a secret key it does not need is refused in production
+(ignored, with a warning, in development). ``Settings(**values)`` without a process,
+as tests build it, checks every key as one process holding them all would.
 """
 
 from __future__ import annotations
@@ -9,14 +13,16 @@ from __future__ import annotations
 import base64
 import logging
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from contextvars import ContextVar
 from enum import StrEnum
-from typing import Annotated, Self
+from typing import Annotated, ClassVar, Self
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic import Field, PrivateAttr, SecretStr, ValidationError, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from shared.platform.key_holders import KEY_HOLDERS, KeyUse, Process
 from shared.security.crypto import DEVELOPMENT_KEY_MARK, new_key
 from shared.security.keys import SigningKeys
 from shared.security.snapshot_mac import SnapshotKeys
@@ -104,6 +110,10 @@ def refuse_development_keys(setting: str, ring: Mapping[str, bytes]) -> None:
             )
 
 
+# The process ``Settings.load`` reads for: the validator decides its keys by it.
+_LOADING_FOR: ContextVar[Process | None] = ContextVar("twofa_settings_for", default=None)
+
+
 def parse_key_ring(raw: str) -> dict[str, bytes]:
     """The AES-256 key ring of ``TWOFA_ENCRYPTION_KEYS``."""
     return parse_named_keys(raw, "TWOFA_ENCRYPTION_KEYS", 32)
@@ -116,6 +126,8 @@ class Settings(BaseSettings):
 
     env: Environment = Environment.development
     log_level: str = "INFO"
+    # Which process these settings are for (``load(process=...)``, never the environment).
+    _process: Process | None = PrivateAttr(default=None)
 
     database_url: str | None = Field(
         default=None, description="PostgreSQL URL the services use (a role without ownership)."
@@ -194,11 +206,15 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _check_secrets(self) -> Self:
-        self._check_encryption_keys()
-        self._check_signing_keys()
-        self._check_snapshot_keys()
-        for name in ("recovery_code_key", "device_token_key"):
-            self._check_server_key(name)
+        self._process = _LOADING_FOR.get()
+        if self._process is None:  # one process holding every key: tests, old callers
+            self._check_encryption_keys()
+            self._check_signing_keys()
+            self._check_snapshot_keys()
+            for name in ("recovery_code_key", "device_token_key"):
+                self._check_server_key(name)
+        else:
+            self._check_process_keys(self._process)
         if self.without_broker and self.env is Environment.production:
             raise ConfigurationError(
                 "TWOFA_WITHOUT_BROKER cannot be set in production: a service without a broker"
@@ -260,6 +276,62 @@ class Settings(BaseSettings):
             raise ConfigurationError(
                 "TWOFA_KAFKA_SASL_MECHANISM=PLAIN over SASL_PLAINTEXT sends the password in"
                 " clear: refused in production (use SCRAM-SHA-512, or SASL_SSL)"
+            )
+
+    def _check_process_keys(self, process: str) -> None:
+        """Each key ``process`` holds is checked; any other secret key is refused."""
+        for setting, use in KEY_HOLDERS.items():
+            check = self._KEY_CHECKS.get(setting)
+            if check is None or setting not in type(self).model_fields:
+                continue  # a key setting not built yet
+            if process in use.holders:
+                check(self)
+            elif use.secret and getattr(self, setting) is not None:
+                self._refuse_key(process, setting, use)
+
+    def _refuse_key(self, process: str, setting: str, use: KeyUse) -> None:
+        variable = f"TWOFA_{setting.upper()}"
+        if self.env is Environment.production:
+            raise ConfigurationError(
+                f"{variable} must not be given to the {process} process: it does not use it,"
+                " and a process holds only the keys it needs"
+            )
+        log.warning("%s is not for the %s process: ignored", variable, process)
+        verifies = process in KEY_HOLDERS["jwt_verify_keys"].holders
+        if setting == "jwt_signing_keys" and verifies and self.jwt_verify_keys is None:
+            self._keep_public_halves()  # development: verify what the ring it was given signs
+        for name in (setting, *use.companions):
+            setattr(self, name, None)
+
+    def _keep_public_halves(self) -> None:
+        assert self.jwt_signing_keys is not None
+        try:
+            keys = SigningKeys.from_config(
+                self.jwt_signing_keys.get_secret_value(), self.jwt_active_key_id
+            )
+        except ValueError as exc:
+            raise ConfigurationError(f"TWOFA_JWT_SIGNING_KEYS: {exc}") from None
+        self.jwt_verify_keys = keys.to_verify_config()
+
+    def _check_jwt_signing_keys(self) -> None:
+        if self.jwt_signing_keys is None:
+            self._throwaway("jwt_signing_keys")
+            generated = SigningKeys.generate("dev-" + secrets.token_hex(4))
+            self.jwt_signing_keys = SecretStr(generated.to_config())
+            self.jwt_active_key_id = generated.active_kid
+        self._check_signing_keys()
+
+    def _check_jwt_verify_keys(self) -> None:
+        if self.jwt_verify_keys is None:
+            self._throwaway("jwt_verify_keys")
+            self.jwt_verify_keys = SigningKeys.generate(
+                "dev-" + secrets.token_hex(4)
+            ).to_verify_config()
+        self.verify_keys()
+        if self.env is Environment.production:
+            refuse_development_keys(
+                "TWOFA_JWT_VERIFY_KEYS",
+                parse_named_keys(self.jwt_verify_keys, "TWOFA_JWT_VERIFY_KEYS", 32),
             )
 
     def _throwaway(self, setting: str) -> None:
@@ -372,6 +444,16 @@ class Settings(BaseSettings):
                 f"TWOFA_{name.upper()} is a development key (make run's), refused in production"
             )
 
+    # How each key setting of KEY_HOLDERS is checked (and, in development, invented).
+    _KEY_CHECKS: ClassVar[dict[str, Callable[[Settings], None]]] = {
+        "encryption_keys": lambda s: s._check_encryption_keys(),
+        "jwt_signing_keys": lambda s: s._check_jwt_signing_keys(),
+        "jwt_verify_keys": lambda s: s._check_jwt_verify_keys(),
+        "recovery_code_key": lambda s: s._check_server_key("recovery_code_key"),
+        "device_token_key": lambda s: s._check_server_key("device_token_key"),
+        "snapshot_keys": lambda s: s._check_snapshot_keys(),
+    }
+
     def server_key(self, name: str) -> bytes:
         """The bytes of ``recovery_code_key`` or ``device_token_key``."""
         value: SecretStr | None = getattr(self, name)
@@ -404,8 +486,10 @@ class Settings(BaseSettings):
         return self.env is Environment.development
 
     @classmethod
-    def load(cls) -> Settings:
-        """Read the environment; ``ConfigurationError`` names what is wrong (never a value)."""
+    def load(cls, process: Process | None = None) -> Settings:
+        """Read the environment for ``process`` (which decides the keys it must and must
+        not hold); ``ConfigurationError`` names what is wrong (never a value)."""
+        loading = _LOADING_FOR.set(process)
         try:
             return cls()
         except ValidationError as exc:
@@ -415,6 +499,13 @@ class Settings(BaseSettings):
                 message = error["msg"].removeprefix("Value error, ")
                 problems.append(f"TWOFA_{where}: {message}" if where else message)
             raise ConfigurationError("; ".join(problems)) from None
+        finally:
+            _LOADING_FOR.reset(loading)
+
+    @property
+    def process(self) -> Process | None:
+        """The process these settings were loaded for; ``None``: one holding every key."""
+        return self._process
 
     @property
     def fetch_max_wait_ms(self) -> int:

@@ -98,22 +98,26 @@ async def migrate(dsn: str, directory: Path = MIGRATIONS_DIR) -> list[str]:
     return applied
 
 
-async def ensure_service_role(admin_dsn: str, role: str) -> None:
-    """Create a login role in ``twofa_app`` for the services (development and tests).
+async def ensure_service_role(admin_dsn: str, role: str, group: str) -> None:
+    """Create login role ``role`` as a member of group role ``group`` (development and
+    tests; the groups are the migrations' own, see 0009_service_roles.sql).
 
-    The services then connect as a role that does not own the tables, so the
-    append-only rules hold for them whatever a superuser could do.
+    A process then connects as a role that owns nothing and may do only what its group
+    was granted, so the append-only rules and row-level policies hold for it whatever a
+    superuser could do.
     """
-    if not role.replace("_", "").isalnum():
-        raise ValueError(f"invalid role name {role!r}")
+    for name in (role, group):
+        if not name.replace("_", "").isalnum():
+            raise ValueError(f"invalid role name {name!r}")
     conn = await asyncpg.connect(admin_dsn)
     try:
         await conn.execute(
             f"""DO $$ BEGIN
-                    CREATE ROLE {role} LOGIN IN ROLE twofa_app;
-                EXCEPTION WHEN duplicate_object THEN NULL;
+                    CREATE ROLE {role} LOGIN;
+                EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
                 END $$"""
         )
+        await conn.execute(f"GRANT {group} TO {role}")
     finally:
         await conn.close()
 

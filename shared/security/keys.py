@@ -89,6 +89,13 @@ class SigningKeys:
             for kid, key in self._keys.items()
         )
 
+    def to_verify_config(self) -> str:
+        """The public halves as ``TWOFA_JWT_VERIFY_KEYS`` reads them: ``kid:base64(32 bytes)``."""
+        return ",".join(
+            f"{kid}:{base64.b64encode(key.public_bytes_raw()).decode()}"
+            for kid, key in self.public_keys().items()
+        )
+
     def public_keys(self) -> dict[str, Ed25519PublicKey]:
         """Every public key by id, for a verifier in the same process."""
         return {kid: key.public_key() for kid, key in self._keys.items()}

@@ -32,6 +32,7 @@ from shared.messaging.relay import Relay, RelayOptions
 from shared.security.keys import SigningKeys
 from shared.security.tokens import TokenIssuer
 from tests.support.clock import Clock
+from tests.support.logins import process_env
 from tests.support.polling import eventually
 from tests.support.truth import (
     audit_entries,
@@ -54,7 +55,8 @@ def keys() -> SigningKeys:
 def audit_process(env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "services.cli", "serve", "audit", "--port", str(port)],
-        env={**env, "TWOFA_METRICS_PORT": str(free_port())},  # its own, like any process
+        # Its own login, keys and metrics port, like any process.
+        env={**process_env(env, "audit"), "TWOFA_METRICS_PORT": str(free_port())},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )

@@ -16,6 +16,7 @@ import pytest
 
 from shared.devtools.servers import free_port, wait_for_port
 from shared.security.keys import SigningKeys
+from tests.support.logins import process_env
 
 pytestmark = pytest.mark.e2e
 
@@ -51,7 +52,7 @@ def serving(service: str, env: dict[str, str], metrics_port: int = 0) -> Iterato
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "services.cli", "serve", service, "--port", str(port)],
-        env={**env, "TWOFA_METRICS_PORT": str(metrics_port or free_port())},
+        env={**process_env(env, service), "TWOFA_METRICS_PORT": str(metrics_port or free_port())},
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
@@ -192,7 +193,7 @@ def test_a_production_service_without_a_broker_refuses_to_start_and_says_why(
     del production["TWOFA_KAFKA_BOOTSTRAP_SERVERS"]
     refused = subprocess.run(
         [sys.executable, "-m", "services.cli", "serve", service, "--port", str(free_port())],
-        env=production,
+        env=process_env(production, service),  # only its keys: the broker is what it lacks
         capture_output=True,
         text=True,
         timeout=60,

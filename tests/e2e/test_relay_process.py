@@ -18,6 +18,7 @@ from shared.eventstore.envelope import NewEvent
 from shared.eventstore.registry import REGISTRY
 from shared.eventstore.store import EventStore
 from tests.support.kafka import event_ids, read_topic
+from tests.support.logins import process_env
 from tests.support.polling import eventually
 
 pytestmark = pytest.mark.e2e
@@ -43,7 +44,7 @@ def test_migrate_command_is_idempotent(database_url: str) -> None:
 def test_bad_configuration_exits_with_a_clear_message() -> None:
     secret_looking = "k1:c2hvcnQ="  # 5 bytes, not a usable key
     env = {"TWOFA_ENCRYPTION_KEYS": secret_looking, "TWOFA_ENV": "production"}
-    proc = twofa("migrate", env=env)
+    proc = twofa("serve", "auth", env=env)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 2
     assert b"configuration error" in err and b"32 bytes" in err
@@ -62,13 +63,16 @@ async def test_relay_killed_mid_stream_publishes_everything_after_restart(
         ]
         await store.append(f"account-{uuid.uuid4()}", batch, 0)
         ids += [str(e.event_id) for e in batch]
-    env = {
-        "TWOFA_DATABASE_URL": database_url,
-        "TWOFA_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
-        "TWOFA_KAFKA_TOPIC": topic,
-        "TWOFA_RELAY_NAME": topic,
-        "TWOFA_RELAY_BATCH_SIZE": "50",
-    }
+    env = process_env(
+        {
+            "TWOFA_DATABASE_URL": database_url,
+            "TWOFA_KAFKA_BOOTSTRAP_SERVERS": kafka_bootstrap,
+            "TWOFA_KAFKA_TOPIC": topic,
+            "TWOFA_RELAY_NAME": topic,
+            "TWOFA_RELAY_BATCH_SIZE": "50",
+        },
+        "relay",
+    )
     first = twofa("relay", env=env)
     try:
         await eventually(

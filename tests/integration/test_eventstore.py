@@ -127,7 +127,7 @@ async def test_service_role_may_append_and_read_but_not_change(
 
     role, password = f"svc_{uuid.uuid4().hex[:10]}", uuid.uuid4().hex
     admin = await asyncpg.connect(database_url)
-    await admin.execute(f"CREATE ROLE {role} LOGIN PASSWORD '{password}' IN ROLE twofa_app")
+    await admin.execute(f"CREATE ROLE {role} LOGIN PASSWORD '{password}' IN ROLE twofa_auth")
     await admin.close()
     database = urlsplit(database_url).path.lstrip("/")
     service = await asyncpg.connect(with_database(postgres_url, database, role, password))

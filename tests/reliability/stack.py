@@ -21,9 +21,10 @@ from pathlib import Path
 import asyncpg
 import httpx
 
-from shared.devtools.keys import dev_keys
-from shared.devtools.servers import SERVICE_ROLE, EmbeddedBroker, EmbeddedPostgres, free_port
-from shared.platform.db import ensure_database, ensure_service_role, migrate
+from shared.devtools.keys import dev_keys_for
+from shared.devtools.logins import ensure_service_logins, login_dsn
+from shared.devtools.servers import EmbeddedBroker, EmbeddedPostgres, free_port
+from shared.platform.db import ensure_database, migrate
 
 __all__ = ["SERVICES", "Stack"]
 
@@ -66,7 +67,7 @@ class Stack:
         asyncio.run(ensure_database(self.postgres.dsn(), DATABASE))
         self.admin_dsn = self.postgres.dsn(DATABASE)
         asyncio.run(migrate(self.admin_dsn))
-        asyncio.run(ensure_service_role(self.admin_dsn, SERVICE_ROLE))
+        asyncio.run(ensure_service_logins(self.admin_dsn))
         self.broker.start()
         ports = {
             f"{service}-{copy}": free_port()
@@ -75,9 +76,7 @@ class Stack:
         }
         self.env = {
             **{k: v for k, v in os.environ.items() if not k.startswith("TWOFA_")},
-            **dev_keys(self.root),
-            "TWOFA_DATABASE_URL": self.postgres.dsn(DATABASE, user=SERVICE_ROLE),
-            "TWOFA_MIGRATION_DATABASE_URL": self.admin_dsn,
+            # Each process adds its own keys and database login: process_env.
             "TWOFA_KAFKA_BOOTSTRAP_SERVERS": self.broker.bootstrap_servers,
             "TWOFA_KAFKA_FETCH_MAX_WAIT_MS": "10",
             "TWOFA_RELAY_POLL_INTERVAL_SECONDS": "0.2",
@@ -119,20 +118,30 @@ class Stack:
 
     # -- processes -------------------------------------------------------------------
 
+    def process_env(self, name: str) -> dict[str, str]:
+        """What process ``name`` starts with: the stack's settings, its own development
+        keys and no other key, its own database login (named after it, so SQL can tell
+        whose connections they are: the active relay), its own metrics port."""
+        kind = name.rsplit("-", 1)[0]
+        dsn = login_dsn(self.admin_dsn, kind) + f"&application_name={name}"
+        return {
+            **self.env,
+            **dev_keys_for(self.root, kind),
+            "TWOFA_DATABASE_URL": dsn,
+            # Its own metrics port: two replicas of a kind run on this host.
+            "TWOFA_METRICS_PORT": str(free_port()),
+        }
+
     def _add(self, name: str, argv: list[str], port: int | None = None) -> None:
         self.processes[name] = Process(name, argv, self.root / "logs" / f"{name}.log", port)
 
     def start_process(self, name: str) -> None:
         process = self.processes[name]
         process.log.parent.mkdir(parents=True, exist_ok=True)
-        # Its connections carry its name, so SQL can tell whose they are (the active relay).
-        dsn = self.env["TWOFA_DATABASE_URL"]
-        dsn += f"{'&' if '?' in dsn else '?'}application_name={name}"
         with process.log.open("ab") as log:
             process.popen = subprocess.Popen(
                 [sys.executable, "-m", "services.cli", *process.argv],
-                # Its own metrics port: two replicas of a kind run on this host.
-                env={**self.env, "TWOFA_DATABASE_URL": dsn, "TWOFA_METRICS_PORT": str(free_port())},
+                env=self.process_env(name),
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )

@@ -20,6 +20,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -28,15 +29,18 @@ import orjson
 import pytest
 import pytest_asyncio
 
+from shared.devtools.logins import SERVICE_GROUPS, SERVICE_LOGINS
 from shared.domain.twofactor.state import TwoFactorState
 from shared.eventstore.snapshots import TwoFactorFold
 from shared.eventstore.streams import twofactor_stream
+from shared.platform.key_holders import KEY_HOLDERS
 from shared.security.keys import SigningKeys
 from shared.security.snapshot_mac import SnapshotKeys, snapshot_message
 from shared.security.tokens import TokenIssuer
 from tests.reliability.report import REPORT
 from tests.reliability.stack import Stack
 from tests.reliability.sweep import Recorder, assert_no_secrets
+from tests.support.forbidden import denied_to
 from tests.support.polling import eventually
 from tests.support.totp import otp
 
@@ -230,9 +234,10 @@ def now() -> datetime:
 
 
 def cli(stack: Stack, *argv: str, stdin: str = "") -> str:
+    """``twofa accounts ...`` as an operator runs it: auth's keys and login."""
     done = subprocess.run(
         [sys.executable, "-m", "services.cli", *argv],
-        env=stack.env,
+        env=stack.process_env("auth-cli"),
         input=stdin,
         capture_output=True,
         text=True,
@@ -711,7 +716,7 @@ def forged_tokens(stack: Stack, staff: Staff) -> dict[str, str]:
 
     head = json.loads(base64.urlsafe_b64decode(header + "=" * (-len(header) % 4)))
     escalated = {**claims, "roles": ["security", "support"], "sub": str(uuid.uuid4())}
-    own_keys = SigningKeys.from_config(stack.env["TWOFA_JWT_SIGNING_KEYS"], None)
+    own_keys = SigningKeys.from_config(stack.process_env("auth-1")["TWOFA_JWT_SIGNING_KEYS"], None)
     stranger = SigningKeys.generate(head["kid"])  # same key id, another key
     issued = datetime.fromtimestamp(claims["iat"], UTC)
 
@@ -1160,6 +1165,75 @@ async def test_metrics_or_any_public_answer_telling_a_real_username_from_an_unkn
     assert seen[True] == seen[False] and len(seen[True]) == 1, seen
     assert not under_floor, under_floor  # every wrong password waits for the 300 ms floor
     assert abs(z) <= 3.0, (z, {k: statistics.median(v) for k, v in timings.items()})
+
+
+# -- least privilege: each process's own login and keys ----------------------------------
+
+
+async def forbidden_writes_that_went_through(dsn: str, group: str) -> tuple[int, list[str]]:
+    """Each write ``group`` must not make, tried with a real login, each rolled back: the
+    statements tried and those that went through (any other error fails the test)."""
+    went_through, unexpected = [], []
+    conn = await asyncpg.connect(dsn)
+    try:
+        for sql in denied_to(group):
+            transaction = conn.transaction()
+            await transaction.start()
+            try:
+                await conn.execute(sql)
+                went_through.append(sql)
+            except asyncpg.InsufficientPrivilegeError:
+                pass
+            except asyncpg.PostgresError as exc:
+                unexpected.append(f"{sql}: {type(exc).__name__}")
+            finally:
+                await transaction.rollback()
+    finally:
+        await conn.close()
+    assert not unexpected, unexpected
+    return len(denied_to(group)), went_through
+
+
+async def test_each_service_login_of_the_stack_is_refused_its_forbidden_writes(
+    stack: Stack,
+) -> None:
+    """The logins the stack's processes really use (``Stack.process_env``), not new ones."""
+    tried, got_in = 0, []
+    for process, group in SERVICE_GROUPS.items():
+        dsn = stack.process_env(f"{process}-1")["TWOFA_DATABASE_URL"]
+        assert SERVICE_LOGINS[process] in dsn
+        count, went_through = await forbidden_writes_that_went_through(dsn, group)
+        tried += count
+        got_in += [f"{process}: {sql}" for sql in went_through]
+    REPORT.attack(
+        "forbidden writes with each service's own login", tried=tried, succeeded=len(got_in)
+    )
+    assert got_in == []
+
+
+async def test_audit_and_relay_processes_hold_no_key_they_must_not_have(stack: Stack) -> None:
+    """Read from /proc/<pid>/environ of the running processes: what they were given."""
+    tried, found = 0, []
+    for name, process in stack.processes.items():
+        kind = name.rsplit("-", 1)[0]
+        if kind not in ("audit", "relay"):
+            continue
+        assert process.popen is not None and process.alive, name
+        proc_file = Path(f"/proc/{process.popen.pid}/environ")
+        environ = (await asyncio.to_thread(proc_file.read_bytes)).split(b"\0")
+        given = {entry.partition(b"=")[0].decode() for entry in environ if entry}
+        foreign = {
+            f"TWOFA_{setting.upper()}"
+            for setting, use in KEY_HOLDERS.items()
+            if use.secret and kind not in use.holders
+        }
+        tried += len(foreign)
+        found += [f"{name}: {variable}" for variable in sorted(given & foreign)]
+        assert "TWOFA_DATABASE_URL" in given, name  # it is the process's own environment
+    REPORT.attack(
+        "a neighbour's keys in the audit and relay processes", tried=tried, succeeded=len(found)
+    )
+    assert found == []
 
 
 # -- the sweep, after every attack -------------------------------------------------------

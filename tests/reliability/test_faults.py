@@ -283,7 +283,7 @@ async def security_token(stack: Stack, load: Load) -> str:
         [sys.executable, "-m", "services.cli", "accounts", "create", "--username", username,
          "--email", f"{username}@example.org", "--password-stdin", "--role", "security"],
         input=f"{password}\n".encode(),
-        env=stack.env,
+        env=stack.process_env("auth-cli"),
         capture_output=True,
         timeout=60,
         check=False,

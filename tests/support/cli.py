@@ -7,11 +7,19 @@ import os
 import subprocess
 import sys
 
+from tests.support.logins import process_env
+
+# Whose login each command runs as (services/cli.py, process_of); migrate is the owner's.
+LOGINS = {"accounts": "auth", "audit": "audit", "relay": "relay"}
+
 
 def twofa(database_url: str, *args: str, stdin: str = "") -> str:
-    """Run ``twofa ARGS`` against ``database_url``; its standard output (it must succeed)."""
+    """Run ``twofa ARGS`` against ``database_url`` (the owner's) as the command's own
+    login; its standard output (it must succeed)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("TWOFA_")}
     env |= {"TWOFA_DATABASE_URL": database_url, "TWOFA_LOG_LEVEL": "WARNING"}
+    if args and args[0] in LOGINS:
+        env = process_env(env, LOGINS[args[0]])
     done = subprocess.run(
         [sys.executable, "-m", "services.cli", *args],
         input=stdin,

@@ -9,9 +9,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from shared.platform.config import ConfigurationError, Settings
+from shared.platform.key_holders import KEY_HOLDERS, PROCESSES, Process, key_variables
 from shared.security.crypto import new_key
+from shared.security.keys import SigningKeys
 
 
 def key() -> str:
@@ -328,3 +331,155 @@ def test_snapshot_keys_a_throwaway_in_development_a_ring_that_rotates_in_product
     monkeypatch.setenv("TWOFA_SNAPSHOT_KEYS", f"snap-2026-06:{key()},local-1:{key()}")
     with pytest.raises(ConfigurationError, match="TWOFA_SNAPSHOT_KEYS: key id 'local-1'"):
         Settings.load()
+
+
+# -- the keys of each process (KEY_HOLDERS) ---------------------------------------------
+
+
+def production_values() -> dict[str, str]:
+    """A valid production value of each key setting (a new key setting adds one line)."""
+    seed = secrets.token_bytes(32)
+    public = Ed25519PrivateKey.from_private_bytes(seed).public_key().public_bytes_raw()
+    return {
+        "TWOFA_ENCRYPTION_KEYS": named("2026-06", secrets.token_bytes(32)),
+        "TWOFA_ENCRYPTION_ACTIVE_KEY_ID": "2026-06",
+        "TWOFA_JWT_SIGNING_KEYS": named("sig-2026", seed),
+        "TWOFA_JWT_ACTIVE_KEY_ID": "sig-2026",
+        "TWOFA_JWT_VERIFY_KEYS": named("sig-2026", public),
+        "TWOFA_RECOVERY_CODE_KEY": key(),
+        "TWOFA_DEVICE_TOKEN_KEY": key(),
+        "TWOFA_SNAPSHOT_KEYS": named("snap-2026", secrets.token_bytes(32)),
+        "TWOFA_SNAPSHOT_ACTIVE_KEY_ID": "snap-2026",
+    }
+
+
+def checked_settings() -> list[str]:
+    """The key settings that exist and are checked (KEY_HOLDERS may name future ones)."""
+    return [
+        name
+        for name in KEY_HOLDERS
+        if name in Settings.model_fields and name in Settings._KEY_CHECKS
+    ]
+
+
+def held(process: Process) -> list[str]:
+    return [f"TWOFA_{n.upper()}" for n in checked_settings() if process in KEY_HOLDERS[n].holders]
+
+
+def foreign(process: Process) -> list[str]:
+    return [
+        f"TWOFA_{n.upper()}"
+        for n in checked_settings()
+        if process not in KEY_HOLDERS[n].holders and KEY_HOLDERS[n].secret
+    ]
+
+
+def only_its_keys(monkeypatch: pytest.MonkeyPatch, process: Process) -> None:
+    """Production, and exactly the keys ``process`` holds (with their active ids)."""
+    monkeypatch.setenv("TWOFA_ENV", "production")
+    values = production_values()
+    for name in sorted(key_variables(process) & set(values)):
+        monkeypatch.setenv(name, values[name])
+    missing = {v for v in held(process) if v not in values}
+    assert not missing, f"production_values() needs a line for {sorted(missing)}"
+
+
+# Every (process, setting) pair the table implies, listed so each is its own case.
+NEEDED = [(p, v) for p in PROCESSES for v in held(p)]
+FORBIDDEN = [(p, v) for p in PROCESSES for v in foreign(p)]
+
+
+def test_the_table_gives_audit_and_relay_no_secret_of_the_account_services() -> None:
+    secrets_of_accounts = {
+        "TWOFA_ENCRYPTION_KEYS",
+        "TWOFA_JWT_SIGNING_KEYS",
+        "TWOFA_RECOVERY_CODE_KEY",
+        "TWOFA_DEVICE_TOKEN_KEY",
+    }
+    others: tuple[Process, ...] = ("audit", "relay", "migrate")
+    for process in others:
+        assert secrets_of_accounts <= set(foreign(process)), process
+    assert set(held("audit")) <= {"TWOFA_JWT_VERIFY_KEYS", "TWOFA_EVENT_VERIFY_KEYS"}
+    assert set(held("relay")) <= {"TWOFA_EVENT_SIGNING_KEYS"}
+    assert held("migrate") == []
+
+
+@pytest.mark.parametrize("process", PROCESSES)
+def test_production_starts_each_process_with_exactly_its_keys(
+    monkeypatch: pytest.MonkeyPatch, process: Process
+) -> None:
+    only_its_keys(monkeypatch, process)
+    settings = Settings.load(process=process)
+    assert settings.process == process
+    for variable in foreign(process):
+        assert getattr(settings, variable.removeprefix("TWOFA_").lower()) is None
+
+
+@pytest.mark.parametrize(("process", "variable"), NEEDED)
+def test_production_refuses_a_process_missing_a_key_it_needs(
+    monkeypatch: pytest.MonkeyPatch, process: Process, variable: str
+) -> None:
+    only_its_keys(monkeypatch, process)
+    monkeypatch.delenv(variable)
+    with pytest.raises(ConfigurationError, match=f"^{variable} is required in production"):
+        Settings.load(process=process)
+
+
+@pytest.mark.parametrize(("process", "variable"), FORBIDDEN)
+def test_production_refuses_a_process_given_a_key_it_must_not_hold(
+    monkeypatch: pytest.MonkeyPatch, process: Process, variable: str
+) -> None:
+    only_its_keys(monkeypatch, process)
+    monkeypatch.setenv(variable, production_values()[variable])
+    with pytest.raises(
+        ConfigurationError, match=f"^{variable} must not be given to the {process} process"
+    ) as refused:
+        Settings.load(process=process)
+    assert production_values()[variable] not in str(refused.value)
+
+
+@pytest.mark.parametrize("process", PROCESSES)
+def test_development_invents_throwaway_keys_only_for_what_the_process_needs(
+    caplog: pytest.LogCaptureFixture, process: Process
+) -> None:
+    with caplog.at_level(logging.WARNING):
+        settings = Settings.load(process=process)
+    warned = {v for v in (*held(process), *foreign(process)) if f"no {v} set" in caplog.text}
+    assert warned == set(held(process))
+    for variable in foreign(process):
+        assert getattr(settings, variable.removeprefix("TWOFA_").lower()) is None
+
+
+@pytest.mark.parametrize(("process", "variable"), FORBIDDEN)
+def test_development_ignores_a_key_the_process_must_not_hold(
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    process: Process,
+    variable: str,
+) -> None:
+    monkeypatch.setenv(variable, production_values()[variable])
+    with caplog.at_level(logging.WARNING):
+        settings = Settings.load(process=process)
+    assert getattr(settings, variable.removeprefix("TWOFA_").lower()) is None
+    assert f"{variable} is not for the {process} process: ignored" in caplog.text
+
+
+def test_development_enrolment_given_signing_keys_verifies_with_their_public_halves(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    signing = SigningKeys.generate("local-1")
+    monkeypatch.setenv("TWOFA_JWT_SIGNING_KEYS", signing.to_config())
+    settings = Settings.load(process="enrolment")
+    assert settings.jwt_signing_keys is None
+    public = settings.verify_keys()["local-1"].public_bytes_raw()
+    assert public == signing.public_keys()["local-1"].public_bytes_raw()
+
+
+@pytest.mark.parametrize("process", PROCESSES)
+def test_make_run_gives_each_process_only_its_keys(tmp_path: Path, process: Process) -> None:
+    from shared.devtools.keys import dev_keys_for
+
+    given = set(dev_keys_for(tmp_path, process))
+    assert given <= key_variables(process)
+    assert not given & set(foreign(process))
+    assert set(held(process)) <= given

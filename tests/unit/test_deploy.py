@@ -8,6 +8,7 @@ shipped inside ``kubernetes-validate`` (strict variants: unknown fields are erro
 
 from __future__ import annotations
 
+import argparse
 import base64
 import binascii
 import copy
@@ -32,8 +33,10 @@ import kubernetes_validate  # type: ignore[import-untyped]
 import pytest
 import yaml
 
-from services.cli import SERVICES
+from services.cli import SERVICES, process_of
+from shared.devtools.logins import SERVICE_LOGINS
 from shared.platform.config import ConfigurationError, Settings
+from shared.platform.key_holders import KEY_HOLDERS, Process, key_variables
 from shared.platform.metrics import METRICS_PORTS
 from shared.security.keys import SigningKeys
 
@@ -56,6 +59,8 @@ HTTP_SERVICES = tuple(sorted(SERVICES))  # auth, enrolment, audit
 ALL_INTERFACES = "0.0.0.0"  # noqa: S104
 
 Doc = dict[str, Any]
+# The password of each process's login, as deploy/secrets.env names it.
+LOGIN_PASSWORDS = {process: f"POSTGRES_{process.upper()}_PASSWORD" for process in SERVICE_LOGINS}
 
 
 # --- loading -------------------------------------------------------------------------
@@ -204,7 +209,9 @@ def compose_environment(service: Doc, values: dict[str, str]) -> dict[str, str]:
 # --- Settings ------------------------------------------------------------------------
 
 
-def load_settings(monkeypatch: pytest.MonkeyPatch, environment: dict[str, str]) -> Settings:
+def load_settings(
+    monkeypatch: pytest.MonkeyPatch, environment: dict[str, str], process: Process | None = None
+) -> Settings:
     import os
 
     with monkeypatch.context() as patch:
@@ -213,7 +220,7 @@ def load_settings(monkeypatch: pytest.MonkeyPatch, environment: dict[str, str]) 
                 patch.delenv(name)
         for name, value in environment.items():
             patch.setenv(name, value)
-        return Settings.load()
+        return Settings.load(process=process)
 
 
 def production_env(*, signing: bool) -> dict[str, str]:
@@ -243,6 +250,28 @@ def assert_refused_in_production(
     environment[name] = placeholder
     with pytest.raises(ConfigurationError):  # ...and the placeholder does not
         load_settings(monkeypatch, environment)
+
+
+def workload_args(args: list[str]) -> argparse.Namespace:
+    """The parsed ``twofa`` command line of a container (what ``process_of`` reads)."""
+    service = args[1] if args[0] == "serve" else None
+    return argparse.Namespace(command=args[0], service=service)
+
+
+def compose_process(name: str) -> Process:
+    return process_of(workload_args(list(twofa_services()[name]["command"])))
+
+
+def assert_only_its_keys(environment: dict[str, str], process: Process) -> None:
+    """The environment of ``process`` names each key it holds and no other key at all."""
+    every_key = {v for setting in KEY_HOLDERS for v in key_variables_of(setting)}
+    given = set(environment) & every_key
+    assert given == key_variables(process) & SETTINGS, (process, sorted(given))
+
+
+def key_variables_of(setting: str) -> list[str]:
+    use = KEY_HOLDERS[setting]
+    return [f"TWOFA_{name.upper()}" for name in (setting, *use.companions)]
 
 
 # === Docker Compose ==================================================================
@@ -330,17 +359,27 @@ def test_init_script_refuses_placeholder_passwords(tmp_path: Path) -> None:
     fake.chmod(0o755)
     base = {"PATH": f"{tmp_path}:/usr/bin:/bin", "POSTGRES_USER": "o", "POSTGRES_DB": "d"}
 
-    def run(owner: str, service: str) -> int:
-        environment = {**base, "POSTGRES_PASSWORD": owner, "POSTGRES_SERVICE_PASSWORD": service}
+    good = {
+        name: letter * 48 for name, letter in zip(LOGIN_PASSWORDS.values(), "bcde", strict=True)
+    }
+
+    def run(owner: str, logins: dict[str, str]) -> int:
+        environment = {**base, "POSTGRES_PASSWORD": owner, **logins}
         done = subprocess.run(["sh", str(INIT_SCRIPT)], env=environment, capture_output=True)
-        assert owner.encode() not in done.stderr and service.encode() not in done.stderr
+        for password in (owner, *logins.values()):
+            assert password.encode() not in done.stderr
         return done.returncode
 
-    assert run("REPLACE_ME", "a" * 48) != 0
-    assert run("a" * 48, "REPLACE_ME") != 0
+    assert run("REPLACE_ME", good) != 0
+    for name in good:  # each login's placeholder, and each login's password missing
+        assert run("a" * 48, {**good, name: "REPLACE_ME"}) != 0
+        assert run("a" * 48, {n: v for n, v in good.items() if n != name}) != 0
     assert not calls.exists(), "psql ran despite a placeholder"
-    assert run("a" * 48, "b" * 48) == 0
-    assert "pw=" + "b" * 48 in calls.read_text()
+    assert run("a" * 48, good) == 0
+    for process, name in LOGIN_PASSWORDS.items():
+        assert f"{process}={good[name]}" in calls.read_text()
+    for login in SERVICE_LOGINS.values():
+        assert login in INIT_SCRIPT.read_text()
 
 
 def test_env_example_generator_gives_a_configuration_production_accepts(
@@ -353,7 +392,7 @@ def test_env_example_generator_gives_a_configuration_production_accepts(
     public = {kid: key.public_bytes_raw() for kid, key in signer.verify_keys().items()}
     assert public == {kid: key.public_bytes_raw() for kid, key in verifier.verify_keys().items()}
     assert SigningKeys.from_config(generated["TWOFA_JWT_SIGNING_KEYS"], None).active_kid
-    for name in ("POSTGRES_PASSWORD", "POSTGRES_SERVICE_PASSWORD"):
+    for name in ("POSTGRES_PASSWORD", *LOGIN_PASSWORDS.values()):
         assert re.fullmatch(r"[0-9a-f]{32,}", generated[name]), f"{name} must be URL-safe"
 
 
@@ -363,13 +402,16 @@ def test_each_compose_service_starts_in_production_with_generated_secrets(
 ) -> None:
     environment = compose_environment(twofa_services()[name], generated_secrets())
     assert environment["TWOFA_ENV"] == "production"
-    settings = load_settings(monkeypatch, environment)
+    process = compose_process(name)
+    settings = load_settings(monkeypatch, environment, process)
     assert settings.kafka_replication_factor == 1
+    assert_only_its_keys(environment, process)
     if name == "migrate":
         assert settings.require_migration_url().startswith("postgresql://twofa_owner:")
         assert settings.database_url is None
     else:
-        assert settings.require_database_url().startswith("postgresql://twofa_service:")
+        login = SERVICE_LOGINS[process]
+        assert settings.require_database_url().startswith(f"postgresql://{login}:")
         assert settings.migration_database_url is None
         assert settings.require_kafka() == "kafka:9092"
 
@@ -393,7 +435,8 @@ def test_compose_signing_keys_reach_auth_only() -> None:
     for name, service in services.items():
         if name != "auth":
             assert "TWOFA_JWT_SIGNING_KEYS" not in service["environment"], name
-            assert "TWOFA_JWT_VERIFY_KEYS" in service["environment"], name
+        verifies = name in ("enrolment", "audit")
+        assert ("TWOFA_JWT_VERIFY_KEYS" in service["environment"]) == verifies, name
 
 
 def test_compose_ports_are_published_on_loopback_only() -> None:
@@ -801,17 +844,24 @@ def test_each_workload_starts_in_production_with_generated_secrets(
     (workload,) = [doc for doc in workloads() if doc["metadata"]["name"] == name]
     spec = container(workload)
     assert spec["envFrom"] == [{"configMapRef": {"name": config_map()["metadata"]["name"]}}]
+    process = process_of(workload_args(spec["args"]))
+    examples = secret_examples()
     values = {**generated_secrets()}
-    values["TWOFA_DATABASE_URL"] = "postgresql://twofa_service:pw@db:5432/twofa"
     values["TWOFA_MIGRATION_DATABASE_URL"] = "postgresql://twofa_owner:pw@db:5432/twofa"
     environment = dict(config_map()["data"])
     values["TWOFA_KAFKA_SASL_PASSWORD"] = secrets.token_hex(24)
     for variable in spec["env"]:
-        if "value" in variable:
+        if "value" in variable:  # not a secret (its Kafka user name)
             environment[variable["name"]] = variable["value"]
-        else:
-            environment[variable["name"]] = values[variable["valueFrom"]["secretKeyRef"]["key"]]
-    settings = load_settings(monkeypatch, environment)
+            continue
+        ref = variable["valueFrom"]["secretKeyRef"]
+        if ref["key"] == "TWOFA_DATABASE_URL":  # its own login's Secret, not a neighbour's
+            user = re.fullmatch(r"postgresql://([a-z_]+):.*", examples[ref["name"]][ref["key"]])
+            assert user is not None and user[1] == SERVICE_LOGINS[process], name
+            values["TWOFA_DATABASE_URL"] = f"postgresql://{user[1]}:pw@db:5432/twofa"
+        environment[variable["name"]] = values[ref["key"]]
+    assert_only_its_keys(environment, process)
+    settings = load_settings(monkeypatch, environment, process)
     assert settings.env.value == "production"
     assert settings.kafka_replication_factor == 3
     signs = "TWOFA_JWT_SIGNING_KEYS" in environment
@@ -823,7 +873,6 @@ def test_each_workload_starts_in_production_with_generated_secrets(
     assert settings.kafka_security_protocol == "SASL_SSL"
     assert settings.kafka_sasl_mechanism == "SCRAM-SHA-512"
     if not is_migration:
-        process = spec["args"][-1] if spec["args"][0] == "relay" else spec["args"][1]
         assert settings.kafka_sasl_username == f"twofa-{process}"
         assert settings.kafka_sasl_password is not None
         volumes = {m["mountPath"]: m["name"] for m in spec["volumeMounts"]}
