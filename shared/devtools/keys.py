@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from shared.security.crypto import new_development_key, new_key
@@ -22,14 +23,18 @@ def dev_keys(root: Path) -> dict[str, str]:
         name, sep, value = line.partition("=")
         if sep and not name.startswith("#"):
             values[name.strip()] = value.strip()
-    wanted = {
+    wanted: dict[str, Callable[[], str]] = {
         "TWOFA_ENCRYPTION_KEYS": lambda: f"local-1:{new_key()}",
         "TWOFA_ENCRYPTION_ACTIVE_KEY_ID": lambda: "local-1",
         "TWOFA_JWT_SIGNING_KEYS": lambda: SigningKeys.generate("local-1").to_config(),
         "TWOFA_RECOVERY_CODE_KEY": new_development_key,
         "TWOFA_DEVICE_TOKEN_KEY": new_development_key,
+        "TWOFA_EVENT_SIGNING_KEYS": lambda: SigningKeys.generate("local-1").to_config(),
     }
     missing = {name: make() for name, make in wanted.items() if name not in values}
+    if "TWOFA_EVENT_VERIFY_KEYS" not in values:  # the public half: what consumers check with
+        signing = {**values, **missing}["TWOFA_EVENT_SIGNING_KEYS"]
+        missing["TWOFA_EVENT_VERIFY_KEYS"] = SigningKeys.from_config(signing, None).public_config()
     if missing:
         with path.open("a") as out:
             out.writelines(f"{name}={value}\n" for name, value in missing.items())

@@ -1,11 +1,12 @@
 """The consumer loop every service uses to react to integration events.
 
-For each record: decode it, then in one database transaction record its event id in
+For each record: check it (``EventVerifier``: signed by the relay, data valid against its
+schema), then in one database transaction record its event id in
 ``processed_events`` and run the handler. A record whose id is already there is skipped,
 so redelivery has no second effect. Offsets are committed to Kafka only after those
-transactions committed. A record that cannot be decoded, or whose handler fails for a
-reason other than an outage, goes to the dead-letter topic with the error, and the loop
-goes on; during an outage it retries the same record instead.
+transactions committed. A record that is refused, or whose handler fails for a reason
+other than an outage, goes to the dead-letter topic with the reason (``dlq_reason``) and
+the error, and the loop goes on; during an outage it retries the same record instead.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from prometheus_client import Counter
 from shared.eventstore.store import ConcurrencyError
 from shared.messaging.integration import IntegrationEvent, MalformedEventError
 from shared.messaging.kafka import create_consumer, create_producer
+from shared.messaging.signing import REFUSED, EventVerifier, RefusedEvent
 from shared.platform.config import Settings
 from shared.platform.outages import OUTAGES
 
@@ -69,11 +71,13 @@ class EventConsumer:
         pool: asyncpg.Pool,
         bootstrap_servers: str,
         handler: Handler,
+        verifier: EventVerifier,
         options: ConsumerOptions,
     ) -> None:
         self.pool = pool
         self.bootstrap_servers = bootstrap_servers
         self.handler = handler
+        self.verifier = verifier
         self.options = options
         self._consumer: AIOKafkaConsumer | None = None
 
@@ -163,8 +167,9 @@ class EventConsumer:
         """Handle one record; False only when stopping before it could be handled."""
         name = self.options.name
         try:
-            event = IntegrationEvent.from_kafka(record.headers, record.value)
-        except MalformedEventError as exc:
+            event = self.verifier.check(record.headers, record.value)
+        except RefusedEvent as exc:  # before any effect: not even a processed_events row
+            REFUSED.labels(name, exc.reason).inc()
             await self._dead_letter(dlq, record, exc)
             return True
         while True:
@@ -197,8 +202,13 @@ class EventConsumer:
         self, dlq: AIOKafkaProducer, record: ConsumerRecord[bytes, bytes], error: Exception
     ) -> None:
         CONSUMED.labels(self.options.name, "dead_lettered").inc()
+        if isinstance(error, RefusedEvent):
+            reason = error.reason
+        else:
+            reason = "malformed" if isinstance(error, MalformedEventError) else "handler_failed"
         headers = [(k, v) for k, v in record.headers if not k.startswith("dlq_")]
         headers += [
+            ("dlq_reason", reason.encode()),
             ("dlq_error", f"{type(error).__name__}: {error}"[:1000].encode()),
             ("dlq_consumer", self.options.name.encode()),
             ("dlq_topic", record.topic.encode()),
@@ -225,6 +235,7 @@ def events_consumer(
         pool=pool,
         bootstrap_servers=settings.kafka_bootstrap_servers,
         handler=handler,
+        verifier=EventVerifier(settings.event_verify_ring()),
         options=ConsumerOptions(
             name=settings.group(group),
             topics=(settings.kafka_topic,),

@@ -74,6 +74,23 @@ def refuse_development_keys(setting: str, ring: Mapping[str, bytes]) -> None:
             )
 
 
+def parse_signing_ring(
+    setting: str, seeds: str, active: str | None, *, production: bool
+) -> SigningKeys:
+    """An Ed25519 seed ring from ``setting``; in production every key of it is checked."""
+    try:
+        keys = SigningKeys.from_config(seeds, active)
+    except ValueError as exc:
+        raise ConfigurationError(f"{setting}: {exc}") from None
+    if production:
+        refuse_development_keys(setting, parse_named_keys(seeds, setting, 32))
+    return keys
+
+
+def _dev_kid() -> str:
+    return "dev-" + secrets.token_hex(4)
+
+
 def parse_key_ring(raw: str) -> dict[str, bytes]:
     """The AES-256 key ring of ``TWOFA_ENCRYPTION_KEYS``."""
     return parse_named_keys(raw, "TWOFA_ENCRYPTION_KEYS", 32)
@@ -126,6 +143,10 @@ class Settings(BaseSettings):
     jwt_verify_keys: str | None = None
     recovery_code_key: SecretStr | None = None
     device_token_key: SecretStr | None = None
+    # Integration events on Kafka: the relay signs with these, every consumer verifies.
+    event_signing_keys: Annotated[SecretStr | None, NoDecode] = None
+    event_signing_active_key_id: str | None = None
+    event_verify_keys: str | None = None
 
     jwt_issuer: str = "twofa"
     jwt_audience: str = "twofa"
@@ -157,6 +178,7 @@ class Settings(BaseSettings):
         self._check_signing_keys()
         for name in ("recovery_code_key", "device_token_key"):
             self._check_server_key(name)
+        self._check_event_keys()
         if self.without_broker and self.env is Environment.production:
             raise ConfigurationError(
                 "TWOFA_WITHOUT_BROKER cannot be set in production: a service without a broker"
@@ -228,6 +250,54 @@ class Settings(BaseSettings):
             refuse_development_keys(
                 "TWOFA_JWT_SIGNING_KEYS", parse_named_keys(seeds, "TWOFA_JWT_SIGNING_KEYS", 32)
             )
+
+    def _check_event_keys(self) -> None:
+        """The event signing ring (the relay) and the verify ring (every consumer)."""
+        production = self.env is Environment.production
+        if self.event_signing_keys is None and self.event_verify_keys is None:
+            if production:
+                raise ConfigurationError(
+                    "TWOFA_EVENT_SIGNING_KEYS (the relay) or TWOFA_EVENT_VERIFY_KEYS (every"
+                    " consumer) is required in production"
+                )
+            self._throwaway("event_signing_keys")
+            self.event_signing_keys = SecretStr(SigningKeys.generate(_dev_kid()).to_config())
+        if self.event_signing_keys is not None:
+            self.event_signing_active_key_id = parse_signing_ring(
+                "TWOFA_EVENT_SIGNING_KEYS",
+                self.event_signing_keys.get_secret_value(),
+                self.event_signing_active_key_id,
+                production=production,
+            ).active_kid
+        if self.event_verify_keys is not None:
+            ring = parse_named_keys(self.event_verify_keys, "TWOFA_EVENT_VERIFY_KEYS", 32)
+            if not ring:
+                raise ConfigurationError("TWOFA_EVENT_VERIFY_KEYS holds no key")
+            if production:
+                refuse_development_keys("TWOFA_EVENT_VERIFY_KEYS", ring)
+
+    def event_signing_ring(self) -> SigningKeys:
+        """The keys the relay signs integration events with."""
+        if self.event_signing_keys is None:
+            raise ConfigurationError(
+                "TWOFA_EVENT_SIGNING_KEYS is not set: this process cannot sign events"
+            )
+        return SigningKeys.from_config(
+            self.event_signing_keys.get_secret_value(), self.event_signing_active_key_id
+        )
+
+    def event_verify_ring(self) -> dict[str, Ed25519PublicKey]:
+        """Public keys a consumer checks events with: ``TWOFA_EVENT_VERIFY_KEYS``; in
+        development only, the public half of the signing keys when it has none."""
+        if self.event_verify_keys is None:
+            if self.env is Environment.production:
+                raise ConfigurationError(
+                    "TWOFA_EVENT_VERIFY_KEYS is required in production: every consumer checks"
+                    " each event's signature with it"
+                )
+            return self.event_signing_ring().public_keys()
+        raw = parse_named_keys(self.event_verify_keys, "TWOFA_EVENT_VERIFY_KEYS", 32)
+        return {kid: Ed25519PublicKey.from_public_bytes(key) for kid, key in raw.items()}
 
     def _check_server_key(self, name: str) -> None:
         value: SecretStr | None = getattr(self, name)

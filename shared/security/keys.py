@@ -1,4 +1,4 @@
-"""Ed25519 signing keys for tokens: the configured key ring, rotation by key id, JWKS."""
+"""Ed25519 signing keys for tokens and events: the configured key ring, rotation by key id, JWKS."""
 
 from __future__ import annotations
 
@@ -89,6 +89,13 @@ class SigningKeys:
             for kid, key in self._keys.items()
         )
 
+    def public_config(self) -> str:
+        """The public keys as the ``kid:base64`` ring a ``TWOFA_*_VERIFY_KEYS`` setting reads."""
+        return ",".join(
+            f"{kid}:{base64.b64encode(key.public_bytes_raw()).decode()}"
+            for kid, key in self.public_keys().items()
+        )
+
     def public_keys(self) -> dict[str, Ed25519PublicKey]:
         """Every public key by id, for a verifier in the same process."""
         return {kid: key.public_key() for kid, key in self._keys.items()}
@@ -118,6 +125,10 @@ class SigningKeys:
         """A compact JWS of ``payload`` under the active key, with ``kid`` and ``typ`` headers."""
         headers = {"kid": self._active, "typ": typ}
         return jwt.encode(dict(payload), self._keys[self._active], algorithm=ALG, headers=headers)
+
+    def sign_bytes(self, data: bytes) -> bytes:
+        """A raw Ed25519 signature of ``data`` under the active key (signed events)."""
+        return self._keys[self._active].sign(data)
 
     def __repr__(self) -> str:
         return f"SigningKeys(active_kid={self._active!r}, kids={list(self._keys)!r})"
