@@ -59,20 +59,15 @@ SIGNATURE_HEADER: Final = "ce_signature"
 KID_HEADER: Final = "ce_signaturekid"
 REASONS: Final = ("unsigned", "unknown_key", "bad_signature", "malformed", "schema_invalid")
 
-# Each header that carries a CloudEvents attribute, and the attribute's name.
+# The signed attributes, by CloudEvents name; each travels as the header ``ce_<name>``
+# but for ``datacontenttype`` (``content-type``, as the Kafka binding has it).
+SIGNED_ATTRIBUTES: Final = (
+    *("id", "type", "source", "specversion", "time", "subject", "dataschema"),
+    *("datacontenttype", "sequence", "correlationid", "causationid", "actor"),
+)
 ATTRIBUTES: Final = {
-    "ce_id": "id",
-    "ce_type": "type",
-    "ce_source": "source",
-    "ce_specversion": "specversion",
-    "ce_time": "time",
-    "ce_subject": "subject",
-    "ce_dataschema": "dataschema",
-    "content-type": "datacontenttype",
-    "ce_sequence": "sequence",
-    "ce_correlationid": "correlationid",
-    "ce_causationid": "causationid",
-    "ce_actor": "actor",
+    ("content-type" if name == "datacontenttype" else f"ce_{name}"): name
+    for name in SIGNED_ATTRIBUTES
 }
 
 SCHEMAS = Path(__file__).resolve().parents[1] / "schemas" / "events"
