@@ -21,9 +21,9 @@ from datetime import datetime
 from typing import Any, Final
 
 import orjson
-import rfc8785
 
 from shared.eventstore.envelope import RecordedEvent
+from shared.messaging.canonical import canonical
 
 __all__ = [
     "INTERNAL",
@@ -90,7 +90,7 @@ class IntegrationEvent:
 
     def body(self) -> bytes:
         """The data as RFC 8785 canonical JSON: the exact bytes the signature covers."""
-        return rfc8785.dumps(self.data)
+        return canonical(self.data)
 
     @classmethod
     def from_kafka(

@@ -35,11 +35,11 @@ from pathlib import Path
 from typing import Any, Final
 
 import jsonschema_rs
-import rfc8785
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from prometheus_client import Counter
 
+from shared.messaging.canonical import canonical
 from shared.messaging.integration import IntegrationEvent, MalformedEventError
 from shared.security.keys import SigningKeys
 
@@ -103,7 +103,7 @@ def signing_input(headers: Mapping[str, str], value: bytes) -> bytes:
     """
     attributes = {ATTRIBUTES[h]: text for h, text in headers.items() if h in ATTRIBUTES}
     # The only unescaped '"data":""' in the canonical text is the key itself.
-    return rfc8785.dumps({**attributes, "data": ""}).replace(b'"data":""', b'"data":' + value, 1)
+    return canonical({**attributes, "data": ""}).replace(b'"data":""', b'"data":' + value, 1)
 
 
 class EventSigner:

@@ -1,4 +1,5 @@
-"""Signed events: what the relay signs verifies, and every forgery is refused by name."""
+"""Signed events: what the relay signs verifies, every forgery is refused by name, and the
+fast canonical form is RFC 8785's."""
 
 from __future__ import annotations
 
@@ -10,7 +11,10 @@ from typing import Any
 import orjson
 import pytest
 import rfc8785
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from shared.messaging.canonical import canonical
 from shared.messaging.contract import PUBLIC_EVENTS
 from shared.messaging.integration import IntegrationEvent
 from shared.messaging.signing import (
@@ -218,3 +222,37 @@ def test_refusals_do_not_quote_the_data() -> None:
     with pytest.raises(RefusedEvent) as refused:
         VERIFIER.check(headers, value)
     assert secret not in str(refused.value)
+
+
+# The fast canonical form is RFC 8785's, byte for byte -----------------------------------
+
+
+def test_orjson_escapes_every_code_point_as_rfc_8785_does() -> None:
+    points = [cp for cp in range(0x110000) if not 0xD800 <= cp <= 0xDFFF]
+    for start in range(0, len(points), 4096):
+        text = "".join(map(chr, points[start : start + 4096]))
+        assert canonical(text) == rfc8785.dumps(text), hex(points[start])
+        assert orjson.dumps(text) == rfc8785.dumps(text), hex(points[start])
+
+
+JSON = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**60), max_value=2**60)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(), inner, max_size=4),
+    max_leaves=20,
+)
+
+
+@given(JSON)
+@settings(max_examples=150, deadline=None)
+def test_canonical_is_rfc_8785_for_any_json(value: Any) -> None:
+    try:
+        expected = rfc8785.dumps(value)
+    except rfc8785.CanonicalizationError:  # integers beyond 2**53: refused by both
+        with pytest.raises(rfc8785.CanonicalizationError):
+            canonical(value)
+        return
+    assert canonical(value) == expected
