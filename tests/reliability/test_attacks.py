@@ -1065,29 +1065,28 @@ def forgeries(stack: Stack, victim: User, genuine: ConsumerRecord[bytes, bytes])
     relay = EventSigner(SigningKeys.from_config(stack.env["TWOFA_EVENT_SIGNING_KEYS"], None))
     out: list[Forgery] = []
 
-    def add(attack: str, reason: str, event_id: uuid.UUID, headers: Any, value: bytes) -> None:
-        out.append(Forgery(attack, reason, str(event_id), list(headers), value))
+    def add(attack: str, reason: str, headers: list[tuple[str, bytes]], value: bytes) -> None:
+        out.append(Forgery(attack, reason, dict(headers)["ce_id"].decode(), headers, value))
 
-    add("forged event: unsigned", "unsigned", reset.id, reset.headers(), SCHEMA_BREAKER)
-    add("forged event: unsigned", "unsigned", revoked.id, revoked.headers(), revoked.body())
+    def fresh(event: IntegrationEvent) -> IntegrationEvent:
+        return dataclasses.replace(event, id=uuid.uuid4())  # one id per forgery
+
+    add("forged event: unsigned", "unsigned", fresh(reset).headers(), SCHEMA_BREAKER)
+    unsigned = fresh(revoked)
+    add("forged event: unsigned", "unsigned", unsigned.headers(), unsigned.body())
     for event in (enabled, revoked):
-        add("forged event: wrong key", "bad_signature", event.id, *_pair(impostor.sign(event)))
-        add("forged event: wrong key", "unknown_key", event.id, *_pair(stranger.sign(event)))
+        add("forged event: wrong key", "bad_signature", *_pair(impostor.sign(fresh(event))))
+        add("forged event: wrong key", "unknown_key", *_pair(stranger.sign(fresh(event))))
     for altered_body in (False, True):
-        event_id = uuid.uuid4()  # a new id, or consumers would drop it as a redelivery
-        headers = [(k, str(event_id).encode() if k == "ce_id" else v) for k, v in genuine.headers]
+        event_id = str(uuid.uuid4()).encode()  # a new id, or consumers drop it as a redelivery
+        headers = [(k, event_id if k == "ce_id" else v) for k, v in genuine.headers]
         value = genuine.value or b""
         if altered_body:  # keep another session than the victim's: auth would end theirs
             body = json.loads(value)
             value = json.dumps({**body, "session_id": str(uuid.uuid4())}).encode()
-        add("forged event: genuine record altered", "bad_signature", event_id, headers, value)
+        add("forged event: genuine record altered", "bad_signature", headers, value)
     invalid = dataclasses.replace(reset, id=uuid.uuid4(), data={"x": 1e16, "y": -0.0})
-    add(
-        "forged event: signed, schema-invalid",
-        "schema_invalid",
-        invalid.id,
-        *_pair(relay.sign(invalid)),
-    )
+    add("forged event: signed, schema-invalid", "schema_invalid", *_pair(relay.sign(invalid)))
     return out
 
 
