@@ -18,6 +18,7 @@ from shared.eventstore.store import EventStore
 from shared.messaging.contract import PUBLIC_EVENTS
 from shared.messaging.kafka import ensure_topics, security_of
 from shared.messaging.relay import Relay, RelayOptions
+from shared.messaging.signing import EventSigner
 from shared.platform.config import ConfigurationError, Settings
 from shared.platform.db import create_pool, migrate
 from shared.platform.key_holders import Process
@@ -46,6 +47,7 @@ async def run_migrate(settings: Settings) -> None:
 async def run_relay(settings: Settings) -> None:
     bootstrap = settings.require_kafka()
     security = security_of(settings)
+    signer = EventSigner(settings.event_signing_ring())  # refused before anything starts
     await ensure_topics(
         bootstrap,
         [settings.kafka_topic, settings.dlq_topic],
@@ -60,6 +62,7 @@ async def run_relay(settings: Settings) -> None:
             dsn=settings.require_database_url(),
             store=EventStore(pool, REGISTRY),
             mapping=PUBLIC_EVENTS,
+            signer=signer,
             bootstrap_servers=bootstrap,
             options=RelayOptions(
                 topic=settings.kafka_topic,

@@ -14,8 +14,10 @@ import pytest
 
 from shared.messaging.kafka import ensure_topics
 from shared.platform.db import create_pool, migrate
+from shared.security.keys import SigningKeys
 from tests.support import servers
 from tests.support.database import admin_sql
+from tests.support.settings import new_event_keys
 
 
 @pytest.fixture(scope="session")
@@ -71,3 +73,9 @@ async def topic(kafka_bootstrap: str) -> str:
     name = f"twofa.events.v1.test-{uuid.uuid4().hex[:10]}"
     await ensure_topics(kafka_bootstrap, [name, name + ".dlq"])
     return name
+
+
+@pytest.fixture(autouse=True)
+def event_keys() -> SigningKeys:
+    """This test's own event signing ring, shared by its relay and its consumers."""
+    return new_event_keys()

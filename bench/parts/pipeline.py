@@ -2,8 +2,9 @@
 
 - Relay: ``twofa relay`` publishing a store of ``EVENTS`` committed events to a fresh
   topic, events/s from its first saved checkpoint to its last (polled every 10 ms);
-  baseline: a bare aiokafka producer (the relay's settings) sending the same records,
-  all in flight at once. Three runs each, interleaved; medians.
+  baseline: a bare aiokafka producer (the relay's settings) sending the same records
+  (signed beforehand, as the relay signs them), all in flight at once. Three runs each,
+  interleaved; medians.
 - Ingest: ``twofa serve audit`` consuming that topic into its hash-chained log, entries/s
   from the first entry on (at most ``INGEST_WINDOW`` seconds); baseline: a bare aiokafka
   consumer (same settings, no decoding, no database) reading the same topic.
@@ -40,6 +41,7 @@ from shared.eventstore.registry import REGISTRY
 from shared.eventstore.store import START, Checkpoint, EventStore
 from shared.messaging.contract import PUBLIC_EVENTS
 from shared.messaging.kafka import create_consumer, create_producer
+from shared.messaging.signing import EventSigner
 from shared.platform.db import create_pool
 
 EVENTS = 20_000
@@ -145,15 +147,17 @@ async def raw_produce_rate(
 
 
 async def integration_records(
-    store: EventStore,
+    store: EventStore, signer: EventSigner
 ) -> list[tuple[bytes, bytes, list[tuple[str, bytes]]]]:
+    """Every record the relay publishes from ``store``, signed: value, key, headers."""
     out = []
     checkpoint = START
     while batch := await store.read_all(checkpoint, PAGE):
         for recorded in batch:
             public = PUBLIC_EVENTS.to_integration(recorded)
             if public is not None:
-                out.append((public.body(), public.key, public.headers()))
+                signed = signer.sign(public)
+                out.append((signed.value, public.key, signed.headers))
         checkpoint = Checkpoint(batch[-1].transaction_id, batch[-1].position)
     return out
 
@@ -235,7 +239,8 @@ async def run(stack: Stack, options: Options) -> PartResult:
         progress = await Progress.of(conn)
         pool = await create_pool(main.admin_url, min_size=1, max_size=2)
         try:
-            records = await integration_records(EventStore(pool, REGISTRY))
+            signer = EventSigner(stack.settings(stack.env(main)).event_signing_ring())
+            records = await integration_records(EventStore(pool, REGISTRY), signer)
         finally:
             await pool.close()
         relay_runs, raw_runs, topics = [], [], []

@@ -33,15 +33,19 @@ def dev_keys(root: Path) -> dict[str, str]:
         # A ring of 32-byte keys: the mark, then 128 random bits.
         "TWOFA_SNAPSHOT_KEYS": lambda: f"local-1:{new_development_key(16)}",
         "TWOFA_SNAPSHOT_ACTIVE_KEY_ID": lambda: "local-1",
+        "TWOFA_EVENT_SIGNING_KEYS": lambda: SigningKeys.generate("local-1").to_config(),
     }
     missing = {name: make() for name, make in wanted.items() if name not in values}
+    if "TWOFA_EVENT_VERIFY_KEYS" not in values:  # the public half: what consumers check with
+        seeds = {**values, **missing}["TWOFA_EVENT_SIGNING_KEYS"]
+        missing["TWOFA_EVENT_VERIFY_KEYS"] = SigningKeys.from_config(seeds, None).public_config()
     if missing:
         with path.open("a") as out:
             out.writelines(f"{name}={value}\n" for name, value in missing.items())
         values.update(missing)
     # The public halves, for the processes that only verify tokens.
     signing = SigningKeys.from_config(values["TWOFA_JWT_SIGNING_KEYS"], None)
-    values.setdefault("TWOFA_JWT_VERIFY_KEYS", signing.to_verify_config())
+    values.setdefault("TWOFA_JWT_VERIFY_KEYS", signing.public_config())
     return values
 
 

@@ -1,11 +1,12 @@
 """The consumer loop every service uses to react to integration events.
 
-For each record: decode it, then in one database transaction record its event id in
+For each record: check it (``EventVerifier``: signed by the relay, data valid against its
+schema), then in one database transaction record its event id in
 ``processed_events`` and run the handler. A record whose id is already there is skipped,
 so redelivery has no second effect. Offsets are committed to Kafka only after those
-transactions committed. A record that cannot be decoded, or whose handler fails for a
-reason other than an outage, goes to the dead-letter topic with the error, and the loop
-goes on; during an outage it retries the same record instead.
+transactions committed. A record that is refused, or whose handler fails for a reason
+other than an outage, goes to the dead-letter topic with the reason (``dlq_reason``) and
+the error, and the loop goes on; during an outage it retries the same record instead.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from shared.messaging.kafka import (
     create_producer,
     security_of,
 )
+from shared.messaging.signing import REFUSED, EventVerifier, RefusedEvent
 from shared.platform.config import Settings
 from shared.platform.outages import OUTAGES
 
@@ -75,6 +77,7 @@ class EventConsumer:
         pool: asyncpg.Pool,
         bootstrap_servers: str,
         handler: Handler,
+        verifier: EventVerifier,
         options: ConsumerOptions,
         security: KafkaSecurity = PLAINTEXT,
     ) -> None:
@@ -82,6 +85,7 @@ class EventConsumer:
         self.security = security
         self.bootstrap_servers = bootstrap_servers
         self.handler = handler
+        self.verifier = verifier
         self.options = options
         self._consumer: AIOKafkaConsumer | None = None
 
@@ -174,8 +178,9 @@ class EventConsumer:
         """Handle one record; False only when stopping before it could be handled."""
         name = self.options.name
         try:
-            event = IntegrationEvent.from_kafka(record.headers, record.value)
-        except MalformedEventError as exc:
+            event = self.verifier.check(record.headers, record.value)
+        except RefusedEvent as exc:  # before any effect: not even a processed_events row
+            REFUSED.labels(name, exc.reason).inc()
             await self._dead_letter(dlq, record, exc)
             return True
         while True:
@@ -208,8 +213,13 @@ class EventConsumer:
         self, dlq: AIOKafkaProducer, record: ConsumerRecord[bytes, bytes], error: Exception
     ) -> None:
         CONSUMED.labels(self.options.name, "dead_lettered").inc()
+        if isinstance(error, RefusedEvent):
+            reason = error.reason
+        else:
+            reason = "malformed" if isinstance(error, MalformedEventError) else "handler_failed"
         headers = [(k, v) for k, v in record.headers if not k.startswith("dlq_")]
         headers += [
+            ("dlq_reason", reason.encode()),
             ("dlq_error", f"{type(error).__name__}: {error}"[:1000].encode()),
             ("dlq_consumer", self.options.name.encode()),
             ("dlq_topic", record.topic.encode()),
@@ -236,6 +246,7 @@ def events_consumer(
         pool=pool,
         bootstrap_servers=settings.kafka_bootstrap_servers,
         handler=handler,
+        verifier=EventVerifier(settings.event_verify_ring()),
         options=ConsumerOptions(
             name=settings.group(group),
             topics=(settings.kafka_topic,),

@@ -8,7 +8,8 @@ pass-through; ``INTERNAL`` marks a type that is deliberately not published.
 On the wire: CloudEvents 1.0 in binary mode, attributes as Kafka headers
 (``ce_id``, ``ce_type``, ``ce_source``, ``ce_specversion``, ``ce_time``, ``ce_subject``,
 ``content-type``, plus the extensions ``ce_dataschema``, ``ce_correlationid``,
-``ce_causationid``, ``ce_actor``, ``ce_sequence``), the data as a JSON body (orjson).
+``ce_causationid``, ``ce_actor``, ``ce_sequence``), the data as a JSON body in its RFC 8785
+canonical form (what the relay signs, ``shared.messaging.signing``; parsed with orjson).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Any, Final
 import orjson
 
 from shared.eventstore.envelope import RecordedEvent
+from shared.messaging.canonical import canonical
 
 __all__ = [
     "INTERNAL",
@@ -87,7 +89,8 @@ class IntegrationEvent:
         return [(k, v.encode()) for k, v in pairs]
 
     def body(self) -> bytes:
-        return orjson.dumps(self.data)
+        """The data as RFC 8785 canonical JSON: the exact bytes the signature covers."""
+        return canonical(self.data)
 
     @classmethod
     def from_kafka(

@@ -13,6 +13,9 @@ ends before that, or acknowledges a record below it, the relay creates the topic
 be, rewinds its checkpoint to the start and publishes everything again. It looks when it
 becomes active, at every ack, and at most every ``check_interval`` seconds when it wakes.
 Consumers dedupe by event id: the store stays the truth, the copies have no effect.
+
+Every record is signed with the relay's event signing key (``shared.messaging.signing``):
+consumers refuse anything else.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from shared.messaging.kafka import (
     create_reader,
     ensure_topics,
 )
+from shared.messaging.signing import EventSigner
 from shared.platform.db import connect
 from shared.platform.outages import OUTAGES
 
@@ -97,6 +101,7 @@ class Relay:
         dsn: str,
         store: EventStore,
         mapping: IntegrationMap,
+        signer: EventSigner,
         bootstrap_servers: str,
         options: RelayOptions,
         security: KafkaSecurity = PLAINTEXT,
@@ -105,6 +110,7 @@ class Relay:
         self.security = security
         self.store = store
         self.mapping = mapping
+        self.signer = signer
         self.bootstrap_servers = bootstrap_servers
         self.options = options
         self.is_active = False
@@ -238,9 +244,10 @@ class Relay:
             public = self.mapping.to_integration(recorded)
             if public is None:
                 continue
+            signed = self.signer.sign(public)
             pending.append(
                 await producer.send(
-                    self.options.topic, public.body(), key=public.key, headers=public.headers()
+                    self.options.topic, signed.value, key=public.key, headers=signed.headers
                 )
             )
         acks: list[RecordMetadata] = await asyncio.gather(*pending)  # all, or no checkpoint

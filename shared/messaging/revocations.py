@@ -7,6 +7,11 @@ or a 2FA change leads to — and refuses tokens of those sessions. An access tok
 ``access_token_ttl`` at most, so a revocation only needs remembering that long: on
 start the feed reads back just that far (``offsets_for_times``), not the whole topic.
 Every process reads every partition (no consumer group): each needs all revocations.
+
+Each record is checked first (``EventVerifier``): a forged ``session.revoked`` revokes
+nothing. A refused record is counted (``twofa_consumer_refused_events`` with consumer
+``revocations``) and logged, not copied to the DLQ: the feed has no producer, runs in
+every replica, and the group consumers of the same topic already dead-letter it once.
 """
 
 from __future__ import annotations
@@ -19,8 +24,9 @@ from datetime import UTC, datetime, timedelta
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
-from shared.messaging.integration import IntegrationEvent, MalformedEventError
+from shared.messaging.integration import IntegrationEvent
 from shared.messaging.kafka import PLAINTEXT, KafkaSecurity, create_reader, security_of
+from shared.messaging.signing import REFUSED, EventVerifier, RefusedEvent
 from shared.platform.clock import Clock
 from shared.platform.config import Settings
 
@@ -69,6 +75,7 @@ class RevocationFeed:
         bootstrap_servers: str,
         topic: str,
         revoked: RevokedSessions,
+        verifier: EventVerifier,
         fetch_max_wait_ms: int = 10,
         security: KafkaSecurity = PLAINTEXT,
     ) -> None:
@@ -76,6 +83,7 @@ class RevocationFeed:
         self.security = security
         self.topic = topic
         self.revoked = revoked
+        self.verifier = verifier
         self.fetch_max_wait_ms = fetch_max_wait_ms
         self.caught_up = asyncio.Event()
 
@@ -105,11 +113,18 @@ class RevocationFeed:
                 for records in batches.values():
                     for record in records:
                         try:
-                            self.revoked.apply(
-                                IntegrationEvent.from_kafka(record.headers, record.value)
+                            event = self.verifier.check(record.headers, record.value)
+                        except RefusedEvent as exc:
+                            REFUSED.labels("revocations", exc.reason).inc()
+                            log.warning(
+                                "revocation feed refused the record at %s/%d offset %d: %s",
+                                record.topic,
+                                record.partition,
+                                record.offset,
+                                exc.reason,
                             )
-                        except MalformedEventError:
-                            continue  # not ours to judge; the DLQ is the consumers' business
+                            continue
+                        self.revoked.apply(event)
                 if not self.caught_up.is_set() and await _reached(consumer, ends):
                     self.caught_up.set()
                 self.revoked.prune()
@@ -156,6 +171,7 @@ def revocation_feed(
         bootstrap_servers=settings.kafka_bootstrap_servers,
         topic=settings.kafka_topic,
         revoked=revoked,
+        verifier=EventVerifier(settings.event_verify_ring()),
         fetch_max_wait_ms=settings.fetch_max_wait_ms,
         security=security_of(settings),
     )

@@ -114,6 +114,23 @@ def refuse_development_keys(setting: str, ring: Mapping[str, bytes]) -> None:
 _LOADING_FOR: ContextVar[Process | None] = ContextVar("twofa_settings_for", default=None)
 
 
+def parse_signing_ring(
+    setting: str, seeds: str, active: str | None, *, production: bool
+) -> SigningKeys:
+    """An Ed25519 seed ring from ``setting``; in production every key of it is checked."""
+    try:
+        keys = SigningKeys.from_config(seeds, active)
+    except ValueError as exc:
+        raise ConfigurationError(f"{setting}: {exc}") from None
+    if production:
+        refuse_development_keys(setting, parse_named_keys(seeds, setting, 32))
+    return keys
+
+
+def _dev_kid() -> str:
+    return "dev-" + secrets.token_hex(4)
+
+
 def parse_key_ring(raw: str) -> dict[str, bytes]:
     """The AES-256 key ring of ``TWOFA_ENCRYPTION_KEYS``."""
     return parse_named_keys(raw, "TWOFA_ENCRYPTION_KEYS", 32)
@@ -179,6 +196,10 @@ class Settings(BaseSettings):
     jwt_verify_keys: str | None = None
     recovery_code_key: SecretStr | None = None
     device_token_key: SecretStr | None = None
+    # Integration events on Kafka: the relay signs with these, every consumer verifies.
+    event_signing_keys: Annotated[SecretStr | None, NoDecode] = None
+    event_signing_active_key_id: str | None = None
+    event_verify_keys: str | None = None
 
     jwt_issuer: str = "twofa"
     jwt_audience: str = "twofa"
@@ -213,6 +234,7 @@ class Settings(BaseSettings):
             self._check_snapshot_keys()
             for name in ("recovery_code_key", "device_token_key"):
                 self._check_server_key(name)
+            self._check_event_keys()
         else:
             self._check_process_keys(self._process)
         if self.without_broker and self.env is Environment.production:
@@ -311,7 +333,7 @@ class Settings(BaseSettings):
             )
         except ValueError as exc:
             raise ConfigurationError(f"TWOFA_JWT_SIGNING_KEYS: {exc}") from None
-        self.jwt_verify_keys = keys.to_verify_config()
+        self.jwt_verify_keys = keys.public_config()
 
     def _check_jwt_signing_keys(self) -> None:
         if self.jwt_signing_keys is None:
@@ -326,7 +348,7 @@ class Settings(BaseSettings):
             self._throwaway("jwt_verify_keys")
             self.jwt_verify_keys = SigningKeys.generate(
                 "dev-" + secrets.token_hex(4)
-            ).to_verify_config()
+            ).public_config()
         self.verify_keys()
         if self.env is Environment.production:
             refuse_development_keys(
@@ -427,6 +449,67 @@ class Settings(BaseSettings):
             raise ConfigurationError(f"TWOFA_SNAPSHOT_ACTIVE_KEY_ID {active!r} is not a key id")
         return SnapshotKeys(ring, active)
 
+    def _check_event_keys(self) -> None:
+        """The event signing ring (the relay) and the verify ring (every consumer), for
+        settings that hold every key (no process named)."""
+        no_ring = self.event_signing_keys is None and self.event_verify_keys is None
+        if no_ring and self.env is Environment.production:
+            raise ConfigurationError(
+                "TWOFA_EVENT_SIGNING_KEYS (the relay) or TWOFA_EVENT_VERIFY_KEYS (every"
+                " consumer) is required in production"
+            )
+        if self.event_signing_keys is not None or self.event_verify_keys is None:
+            self._check_event_signing_keys()
+        if self.event_verify_keys is not None:
+            self._check_event_verify_keys()
+
+    def _check_event_signing_keys(self) -> None:
+        """The relay's ring: a throwaway in development, required in production."""
+        if self.event_signing_keys is None:
+            self._throwaway("event_signing_keys")
+            self.event_signing_keys = SecretStr(SigningKeys.generate(_dev_kid()).to_config())
+        self.event_signing_active_key_id = parse_signing_ring(
+            "TWOFA_EVENT_SIGNING_KEYS",
+            self.event_signing_keys.get_secret_value(),
+            self.event_signing_active_key_id,
+            production=self.env is Environment.production,
+        ).active_kid
+
+    def _check_event_verify_keys(self) -> None:
+        """A consumer's ring of public keys: required in production (in development a
+        throwaway, which verifies nothing the relay signs: the log says so)."""
+        if self.event_verify_keys is None:
+            self._throwaway("event_verify_keys")
+            self.event_verify_keys = SigningKeys.generate(_dev_kid()).public_config()
+        ring = parse_named_keys(self.event_verify_keys, "TWOFA_EVENT_VERIFY_KEYS", 32)
+        if not ring:
+            raise ConfigurationError("TWOFA_EVENT_VERIFY_KEYS holds no key")
+        if self.env is Environment.production:
+            refuse_development_keys("TWOFA_EVENT_VERIFY_KEYS", ring)
+
+    def event_signing_ring(self) -> SigningKeys:
+        """The keys the relay signs integration events with."""
+        if self.event_signing_keys is None:
+            raise ConfigurationError(
+                "TWOFA_EVENT_SIGNING_KEYS is not set: this process cannot sign events"
+            )
+        return SigningKeys.from_config(
+            self.event_signing_keys.get_secret_value(), self.event_signing_active_key_id
+        )
+
+    def event_verify_ring(self) -> dict[str, Ed25519PublicKey]:
+        """Public keys a consumer checks events with: ``TWOFA_EVENT_VERIFY_KEYS``; in
+        development only, the public half of the signing keys when it has none."""
+        if self.event_verify_keys is None:
+            if self.env is Environment.production:
+                raise ConfigurationError(
+                    "TWOFA_EVENT_VERIFY_KEYS is required in production: every consumer checks"
+                    " each event's signature with it"
+                )
+            return self.event_signing_ring().public_keys()
+        raw = parse_named_keys(self.event_verify_keys, "TWOFA_EVENT_VERIFY_KEYS", 32)
+        return {kid: Ed25519PublicKey.from_public_bytes(key) for kid, key in raw.items()}
+
     def _check_server_key(self, name: str) -> None:
         value: SecretStr | None = getattr(self, name)
         if value is None:
@@ -452,6 +535,8 @@ class Settings(BaseSettings):
         "recovery_code_key": lambda s: s._check_server_key("recovery_code_key"),
         "device_token_key": lambda s: s._check_server_key("device_token_key"),
         "snapshot_keys": lambda s: s._check_snapshot_keys(),
+        "event_signing_keys": lambda s: s._check_event_signing_keys(),
+        "event_verify_keys": lambda s: s._check_event_verify_keys(),
     }
 
     def server_key(self, name: str) -> bytes:

@@ -1,4 +1,4 @@
-"""Ed25519 signing keys for tokens: the configured key ring, rotation by key id, JWKS."""
+"""Ed25519 signing keys for tokens and events: the configured key ring, rotation by key id, JWKS."""
 
 from __future__ import annotations
 
@@ -89,8 +89,8 @@ class SigningKeys:
             for kid, key in self._keys.items()
         )
 
-    def to_verify_config(self) -> str:
-        """The public halves as ``TWOFA_JWT_VERIFY_KEYS`` reads them: ``kid:base64(32 bytes)``."""
+    def public_config(self) -> str:
+        """The public keys as the ``kid:base64`` ring a ``TWOFA_*_VERIFY_KEYS`` setting reads."""
         return ",".join(
             f"{kid}:{base64.b64encode(key.public_bytes_raw()).decode()}"
             for kid, key in self.public_keys().items()
@@ -125,6 +125,10 @@ class SigningKeys:
         """A compact JWS of ``payload`` under the active key, with ``kid`` and ``typ`` headers."""
         headers = {"kid": self._active, "typ": typ}
         return jwt.encode(dict(payload), self._keys[self._active], algorithm=ALG, headers=headers)
+
+    def sign_bytes(self, data: bytes) -> bytes:
+        """A raw Ed25519 signature of ``data`` under the active key (signed events)."""
+        return self._keys[self._active].sign(data)
 
     def __repr__(self) -> str:
         return f"SigningKeys(active_kid={self._active!r}, kids={list(self._keys)!r})"

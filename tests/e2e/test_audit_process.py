@@ -34,6 +34,7 @@ from shared.security.tokens import TokenIssuer
 from tests.support.clock import Clock
 from tests.support.logins import process_env
 from tests.support.polling import eventually
+from tests.support.settings import event_signer
 from tests.support.truth import (
     audit_entries,
     install_counters,
@@ -64,7 +65,7 @@ def audit_process(env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
 
 @pytest.fixture
 def env(
-    database_url: str, kafka_bootstrap: str, topic: str, keys: SigningKeys
+    database_url: str, kafka_bootstrap: str, topic: str, keys: SigningKeys, event_keys: SigningKeys
 ) -> Iterator[dict[str, str]]:
     key = base64.b64encode(secrets.token_bytes(32)).decode()
     yield {
@@ -77,6 +78,7 @@ def env(
         "TWOFA_JWT_SIGNING_KEYS": keys.to_config(),
         "TWOFA_RECOVERY_CODE_KEY": key,
         "TWOFA_DEVICE_TOKEN_KEY": key,
+        "TWOFA_EVENT_VERIFY_KEYS": event_keys.public_config(),
     }
 
 
@@ -114,6 +116,7 @@ async def test_sigkill_mid_stream_loses_nothing_and_stores_nothing_twice(
         dsn=database_url,
         store=store,
         mapping=PUBLIC_EVENTS,
+        signer=event_signer(),
         bootstrap_servers=kafka_bootstrap,
         options=RelayOptions(topic=topic, name=topic, poll_interval=0.2),
     )

@@ -28,7 +28,7 @@ def key() -> str:
 
 
 @pytest.fixture
-def env(database_url: str, kafka_bootstrap: str) -> dict[str, str]:
+def env(database_url: str, kafka_bootstrap: str, event_keys: SigningKeys) -> dict[str, str]:
     return {
         **os.environ,
         "TWOFA_DATABASE_URL": database_url,
@@ -38,6 +38,7 @@ def env(database_url: str, kafka_bootstrap: str) -> dict[str, str]:
         "TWOFA_RECOVERY_CODE_KEY": key(),
         "TWOFA_DEVICE_TOKEN_KEY": key(),
         "TWOFA_SNAPSHOT_KEYS": f"s1:{key()}",
+        "TWOFA_EVENT_VERIFY_KEYS": event_keys.public_config(),
         "TWOFA_ARGON2_TIME_COST": "1",
         "TWOFA_ARGON2_MEMORY_KIB": "1024",
         "TWOFA_ARGON2_PARALLELISM": "1",

@@ -1,22 +1,29 @@
-"""The consumer loop against real PostgreSQL and Kafka: once per event id, DLQ, shutdown."""
+"""The consumer loop against real PostgreSQL and Kafka: once per event id, DLQ, shutdown,
+and no effect from a record the relay did not sign."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from typing import Any
 
 import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from prometheus_client import REGISTRY
 
 from shared.devtools.servers import free_port
 from shared.messaging.consumer import ConsumerOptions, Delivery, EventConsumer, Handler
 from shared.messaging.integration import IntegrationEvent
+from shared.messaging.signing import EventSigner, EventVerifier
+from shared.security.keys import SigningKeys
 from tests.support.kafka import read_topic
 from tests.support.polling import eventually
+from tests.support.settings import event_signer, signed
 
 pytestmark = pytest.mark.integration
 
@@ -28,7 +35,7 @@ def integration_event(kind: str = "login.failed", account: str | None = None) ->
         source="/twofa/account",
         subject=account or str(uuid.uuid4()),
         time=datetime.now(UTC),
-        data={"reason": "password", "consecutive_failures": 1},
+        data={"reason": "password", "consecutive_failures": 1, "trusted_device": False},
         dataschema=f"urn:twofa:event:{kind}:v1",
         sequence=1,
     )
@@ -47,7 +54,13 @@ async def publish(
 
 
 def wire(event: IntegrationEvent) -> tuple[list[tuple[str, bytes]], bytes]:
-    return event.headers(), event.body()
+    """``event`` signed as this test's relay would publish it."""
+    record = signed(event)
+    return record.headers, record.value
+
+
+def verifier() -> EventVerifier:
+    return EventVerifier(event_signer().keys.public_keys())
 
 
 @pytest.fixture
@@ -71,6 +84,7 @@ async def consuming(
         pool=pool,
         bootstrap_servers=bootstrap,
         handler=handler,
+        verifier=verifier(),
         options=ConsumerOptions(
             name=name, topics=(topic,), dlq_topic=topic + ".dlq", retry_seconds=0.05
         ),
@@ -110,45 +124,70 @@ async def test_redelivered_events_have_no_second_effect(
     assert {r["event_id"] for r in rows} == {e.id for e in events}
 
 
-async def test_malformed_and_failing_events_go_to_the_dlq_and_the_loop_goes_on(
+def forged(good: IntegrationEvent, account: str) -> list[tuple[str, tuple[list[Any], bytes]]]:
+    """Records no relay signed, each with the reason a consumer must refuse it for."""
+    headers, value = wire(good)
+    stranger = EventSigner(SigningKeys.generate("test-events"))  # right kid, wrong key
+    elsewhere = EventSigner(SigningKeys.generate("attacker-1"))
+    invalid = dataclasses.replace(good, id=uuid.uuid4(), data={"x": 1e16, "y": -0.0})
+    unknown = dataclasses.replace(good, id=uuid.uuid4(), type="account.poison")
+    other = [(k, account.encode() if k == "ce_subject" else v) for k, v in headers]
+    return [
+        ("unsigned", ([], b"not an event")),  # no headers, not JSON
+        ("unsigned", (good.headers(), good.body())),  # right headers, no signature
+        ("bad_signature", (headers, b"{broken")),  # right headers, broken body
+        ("bad_signature", (headers, value.replace(b"password", b"recovery"))),
+        ("bad_signature", (headers, value.replace(b":", b": "))),  # same data, not canonical
+        ("bad_signature", (other, value)),  # an attribute altered
+        ("bad_signature", (_as_tuple(stranger.sign(good)))),
+        ("unknown_key", (_as_tuple(elsewhere.sign(good)))),
+        ("schema_invalid", wire(invalid)),
+        ("schema_invalid", wire(unknown)),  # a type with no schema
+        ("malformed", ([*headers, ("ce_id", b"again")], value)),  # a header twice
+    ]
+
+
+def _as_tuple(record: Any) -> tuple[list[tuple[str, bytes]], bytes]:
+    return record.headers, record.value
+
+
+def refused(consumer: str, reason: str) -> float:
+    labels = {"consumer": consumer, "reason": reason}
+    return REGISTRY.get_sample_value("twofa_consumer_refused_events_total", labels) or 0.0
+
+
+async def test_refused_and_failing_events_go_to_the_dlq_and_the_loop_goes_on(
     pool: asyncpg.Pool, kafka_bootstrap: str, topic: str, seen_table: str
 ) -> None:
-    poison = integration_event("account.poison")
+    poison = integration_event()
     good = [integration_event() for _ in range(3)]
+    bad = forged(good[0], str(uuid.uuid4()))
 
     async def handler(
         conn: asyncpg.Connection, event: IntegrationEvent, delivery: Delivery
     ) -> None:
         await record_seen(conn, event, delivery)
-        if event.type == "account.poison":
+        if event.id == poison.id:
             raise ValueError("cannot handle this one")
 
-    await publish(
-        kafka_bootstrap,
-        topic,
-        [
-            ([], b"not an event"),  # no headers, not JSON
-            wire(good[0]),
-            (good[1].headers(), b"{broken"),  # right headers, broken body
-            wire(poison),
-            wire(good[1]),
-            wire(good[2]),
-        ],
-    )
+    records = [record for _, record in bad] + [wire(e) for e in [good[0], poison, *good[1:]]]
+    await publish(kafka_bootstrap, topic, records)
     group = f"test-{uuid.uuid4().hex[:8]}"
     async with consuming(pool, kafka_bootstrap, topic, handler, group):
-        await eventually(lambda: _committed(kafka_bootstrap, topic, group, 6))
+        await eventually(lambda: _committed(kafka_bootstrap, topic, group, len(records)))
     rows = await pool.fetch("SELECT event_id FROM seen")
-    assert {r["event_id"] for r in rows} == {e.id for e in good}  # poison's insert rolled back
-    assert not await pool.fetchval(
-        "SELECT count(*) FROM processed_events WHERE event_id = $1", poison.id
-    )
-    dead = await read_topic(kafka_bootstrap, topic + ".dlq", until=lambda r: len(r) >= 3)
+    assert sorted(r["event_id"] for r in rows) == sorted(e.id for e in good)  # once each
+    processed = await pool.fetch("SELECT event_id FROM processed_events")
+    assert sorted(r["event_id"] for r in processed) == sorted(e.id for e in good)
+    dead = await read_topic(kafka_bootstrap, topic + ".dlq", until=lambda r: len(r) > len(bad))
+    reasons = [dict(r.headers)["dlq_reason"].decode() for r in dead]
+    assert reasons == [reason for reason, _ in bad] + ["handler_failed"]
+    assert [r.value for r in dead] == [record[1] for _, record in bad] + [poison.body()]
     errors = [dict(r.headers)["dlq_error"].decode() for r in dead]
-    assert [r.value for r in dead] == [b"not an event", b"{broken", poison.body()]
-    assert "MalformedEventError" in errors[0]
-    assert "ValueError: cannot handle this one" in errors[2]
+    assert "ValueError: cannot handle this one" in errors[-1]
     assert all(dict(r.headers)["dlq_consumer"] == group.encode() for r in dead)
+    for reason in {reason for reason, _ in bad}:
+        assert refused(group, reason) == sum(1 for r, _ in bad if r == reason), reason
 
 
 async def test_an_outage_is_waited_out_not_dead_lettered(
@@ -236,6 +275,7 @@ async def test_a_broker_unreachable_at_start_is_waited_for_not_given_up(
         pool=pool,
         bootstrap_servers=f"127.0.0.1:{port}",
         handler=record_seen,
+        verifier=verifier(),
         options=ConsumerOptions(
             name=f"test-{uuid.uuid4().hex[:8]}",
             topics=(topic,),

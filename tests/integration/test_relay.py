@@ -24,6 +24,7 @@ from tests.support.kafka import event_ids, read_topic
 from tests.support.polling import eventually
 from tests.support.relay import make_relay, running
 from tests.support.samples import SECRET_MARKERS
+from tests.support.settings import event_signer
 
 pytestmark = pytest.mark.integration
 
@@ -138,6 +139,7 @@ async def test_unmapped_event_stops_the_relay_instead_of_leaking(
         dsn=database_url,
         store=store,
         mapping=only_registration,
+        signer=event_signer(),
         bootstrap_servers=kafka_bootstrap,
         options=RelayOptions(topic=topic, name=topic),
     )

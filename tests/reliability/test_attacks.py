@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import json
 import math
 import random
@@ -28,11 +29,14 @@ import httpx
 import orjson
 import pytest
 import pytest_asyncio
+from aiokafka import AIOKafkaProducer, ConsumerRecord
 
 from shared.devtools.logins import SERVICE_GROUPS, SERVICE_LOGINS
 from shared.domain.twofactor.state import TwoFactorState
 from shared.eventstore.snapshots import TwoFactorFold
 from shared.eventstore.streams import twofactor_stream
+from shared.messaging.integration import IntegrationEvent
+from shared.messaging.signing import EventSigner, SignedRecord
 from shared.platform.key_holders import KEY_HOLDERS
 from shared.security.keys import SigningKeys
 from shared.security.snapshot_mac import SnapshotKeys, snapshot_message
@@ -41,6 +45,7 @@ from tests.reliability.report import REPORT
 from tests.reliability.stack import Stack
 from tests.reliability.sweep import Recorder, assert_no_secrets
 from tests.support.forbidden import denied_to
+from tests.support.kafka import read_topic
 from tests.support.polling import eventually
 from tests.support.totp import otp
 
@@ -1234,6 +1239,209 @@ async def test_audit_and_relay_processes_hold_no_key_they_must_not_have(stack: S
         "a neighbour's keys in the audit and relay processes", tried=tried, succeeded=len(found)
     )
     assert found == []
+
+
+# -- forged events on the bus ------------------------------------------------------------
+
+EVENTS_TOPIC = "twofa.events.v1"
+GROUPS = {"twofa.auth-sessions", "twofa.enrolment-labels", "twofa.audit"}
+# The body of the issue's forged record, as the attacker wrote it (jsonb would normalise it).
+SCHEMA_BREAKER = b'{"x": 1e16, "y": -0.0}'
+REVOKING = {b"twofa.enabled", b"session.revoked"}  # what would end the victim's session
+
+
+@dataclass
+class Forgery:
+    """One record an attacker put on the topic, and why every consumer must refuse it."""
+
+    attack: str
+    reason: str
+    event_id: str
+    headers: list[tuple[str, bytes]]
+    value: bytes
+
+
+def attacker_event(type_name: str, subject: str, data: dict[str, Any]) -> IntegrationEvent:
+    """A well-formed event of ``type_name`` about ``subject``, as twofa would publish it."""
+    return IntegrationEvent(
+        id=uuid.uuid4(),
+        type=type_name,
+        source="/twofa/account" if type_name.startswith("session.") else "/twofa/twofactor",
+        subject=subject,
+        time=now(),
+        data=data,
+        dataschema=f"urn:twofa:event:{type_name}:v1",
+        sequence=10**9,
+        actor=f"account:{subject}",
+    )
+
+
+def forgeries(stack: Stack, victim: User, genuine: ConsumerRecord[bytes, bytes]) -> list[Forgery]:
+    """Every forged record the attack puts on the bus (none signed by the stack's relay but
+    the schema-invalid one, which stands for a relay that went wrong)."""
+    account = victim.account_id
+    session = decoded_claims(victim.access)["sid"]
+    enabled = attacker_event(
+        "twofa.enabled", account, {"session_id": str(uuid.uuid4()), "enabled_at": now().isoformat()}
+    )
+    revoked = attacker_event(
+        "session.revoked", account, {"session_id": session, "reason": "logout"}
+    )
+    reset = attacker_event("twofa.reset_approved", account, {})
+    impostor = EventSigner(SigningKeys.generate("local-1"))  # make run's key id, another key
+    stranger = EventSigner(SigningKeys.generate("attacker-1"))
+    relay = EventSigner(SigningKeys.from_config(stack.env["TWOFA_EVENT_SIGNING_KEYS"], None))
+    out: list[Forgery] = []
+
+    def add(attack: str, reason: str, headers: list[tuple[str, bytes]], value: bytes) -> None:
+        out.append(Forgery(attack, reason, dict(headers)["ce_id"].decode(), headers, value))
+
+    def fresh(event: IntegrationEvent) -> IntegrationEvent:
+        return dataclasses.replace(event, id=uuid.uuid4())  # one id per forgery
+
+    add("forged event: unsigned", "unsigned", fresh(reset).headers(), SCHEMA_BREAKER)
+    unsigned = fresh(revoked)
+    add("forged event: unsigned", "unsigned", unsigned.headers(), unsigned.body())
+    for event in (enabled, revoked):
+        add("forged event: wrong key", "bad_signature", *_pair(impostor.sign(fresh(event))))
+        add("forged event: wrong key", "unknown_key", *_pair(stranger.sign(fresh(event))))
+    for altered_body in (False, True):
+        event_id = str(uuid.uuid4()).encode()  # a new id, or consumers drop it as a redelivery
+        headers = [(k, event_id if k == "ce_id" else v) for k, v in genuine.headers]
+        value = genuine.value or b""
+        if altered_body:  # keep another session than the victim's: auth would end theirs
+            body = json.loads(value)
+            value = json.dumps({**body, "session_id": str(uuid.uuid4())}).encode()
+        add("forged event: genuine record altered", "bad_signature", headers, value)
+    invalid = dataclasses.replace(reset, id=uuid.uuid4(), data={"x": 1e16, "y": -0.0})
+    add("forged event: signed, schema-invalid", "schema_invalid", *_pair(relay.sign(invalid)))
+    return out
+
+
+def _pair(record: SignedRecord) -> tuple[list[tuple[str, bytes]], bytes]:
+    return record.headers, record.value
+
+
+def decoded_claims(token: str) -> dict[str, Any]:
+    payload = token.split(".")[1]
+    claims: dict[str, Any] = json.loads(
+        base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))
+    )
+    return claims
+
+
+async def dead_letters(stack: Stack, ids: set[str]) -> dict[str, set[tuple[str, str]]]:
+    """(consumer group, reason) of every dead letter of the events ``ids``."""
+    bootstrap = stack.env["TWOFA_KAFKA_BOOTSTRAP_SERVERS"]
+
+    def complete(records: list[ConsumerRecord[bytes, bytes]]) -> bool:
+        found = by_id(records)
+        return all(len(found.get(i, ())) >= len(GROUPS) for i in ids)
+
+    def by_id(records: list[ConsumerRecord[bytes, bytes]]) -> dict[str, set[tuple[str, str]]]:
+        found: dict[str, set[tuple[str, str]]] = {}
+        for record in records:
+            headers = {k: v.decode(errors="replace") for k, v in record.headers}
+            if headers.get("ce_id") in ids:
+                where = (headers.get("dlq_consumer", ""), headers.get("dlq_reason", ""))
+                found.setdefault(headers["ce_id"], set()).add(where)
+        return found
+
+    records = await read_topic(bootstrap, EVENTS_TOPIC + ".dlq", until=complete, within=60)
+    return by_id(records)
+
+
+async def test_forged_events_on_the_bus_unsigned_wrong_key_altered_schema_invalid(
+    api: Api, staff: Staff, stack: Stack
+) -> None:
+    victim = await api.register(staff.support.access, "victim")
+    await api.enable_2fa(victim)
+    await api.login_aal2(victim, now())
+    bootstrap = stack.env["TWOFA_KAFKA_BOOTSTRAP_SERVERS"]
+
+    def enabled_of_victim(record: ConsumerRecord[bytes, bytes]) -> bool:
+        headers = dict(record.headers)
+        return (
+            headers.get("ce_type") == b"twofa.enabled" and record.key == victim.account_id.encode()
+        )
+
+    topic = await read_topic(
+        bootstrap, EVENTS_TOPIC, until=lambda rs: any(map(enabled_of_victim, rs)), within=60
+    )
+    genuine = next(r for r in topic if enabled_of_victim(r))
+    forged = forgeries(stack, victim, genuine)
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap)  # anyone who reaches the broker
+    await producer.start()
+    try:
+        for record in forged:
+            await producer.send_and_wait(
+                EVENTS_TOPIC, record.value, key=victim.account_id.encode(), headers=record.headers
+            )
+    finally:
+        await producer.stop()
+
+    # A genuine revocation after them, on their partition: once both enrolment replicas
+    # refuse its session, their revocation feeds have read (and refused) the forgeries.
+    later = User(victim.username, victim.password, victim.account_id, victim.secret)
+    await api.login_aal2(later, now() + STEP, replica=1)
+    ended = await api.call("POST", "auth", "/v1/logout", token=later.access)
+    assert ended.status_code == 204, ended.text
+
+    async def feeds_passed() -> bool:
+        answers = [
+            await api.call("GET", "enrolment", "/v1/2fa", replica=r, token=later.access)
+            for r in (0, 1)
+        ]
+        return all(a.status_code == 401 for a in answers)
+
+    await eventually(feeds_passed, within=30)
+    ids = {f.event_id for f in forged}
+    letters = await dead_letters(stack, ids)
+    conn = await asyncpg.connect(stack.admin_dsn)
+    try:
+        stored = {
+            str(r["event_id"])
+            for r in await conn.fetch(
+                "SELECT event_id FROM audit.entries WHERE event_id = ANY($1::uuid[])"
+                " UNION SELECT event_id FROM processed_events WHERE event_id = ANY($1::uuid[])",
+                list(ids),
+            )
+        }
+    finally:
+        await conn.close()
+    verified = await api.call("GET", "audit", "/v1/audit/verify", token=staff.security.access)
+    assert verified.status_code == 200, verified.text
+    sessions = [
+        await api.call("GET", "auth", "/v1/me", replica=r, token=victim.access) for r in (0, 1)
+    ] + [
+        await api.call("GET", "enrolment", "/v1/2fa", replica=r, token=victim.access)
+        for r in (0, 1)
+    ]
+    session_ended = sum(a.status_code != 200 for a in sessions)
+
+    got_in: dict[str, int] = {}
+    for record in forged:
+        refused = letters.get(record.event_id, set()) == {(g, record.reason) for g in GROUPS}
+        effect = record.event_id in stored or not refused
+        got_in[record.attack] = got_in.get(record.attack, 0) + effect
+    for attack in dict.fromkeys(f.attack for f in forged):
+        tried = sum(1 for f in forged if f.attack == attack)
+        REPORT.attack(attack, tried=tried, succeeded=got_in[attack])
+    revoking = [f for f in forged if dict(f.headers)["ce_type"] in REVOKING]
+    REPORT.attack(
+        "forged twofa.enabled / session.revoked end a real session",
+        tried=len(revoking),
+        succeeded=min(session_ended, len(revoking)),
+    )
+    REPORT.attack(
+        "forged events break the audit chain",
+        tried=len(forged),
+        succeeded=int(verified.json()["ok"] is not True),
+    )
+    assert not stored, f"forged events had an effect: {stored}"
+    assert all(v == 0 for v in got_in.values()), (got_in, letters)
+    assert session_ended == 0, [a.status_code for a in sessions]
+    assert verified.json()["ok"] is True, verified.json()
 
 
 # -- the sweep, after every attack -------------------------------------------------------

@@ -61,6 +61,7 @@ from shared.eventstore.store import EventStore
 from shared.messaging.contract import PUBLIC_EVENTS
 from shared.messaging.kafka import ensure_topics
 from shared.messaging.relay import Relay, RelayOptions
+from shared.messaging.signing import EventSigner
 from shared.platform.config import Settings
 from shared.platform.db import create_pool
 from shared.security.tokens import Claims
@@ -260,6 +261,7 @@ async def feed_audit(settings: Settings, core: AuthDeps, watched: str) -> None:
         dsn=settings.require_database_url(),
         store=EventStore(core.pool, core.store.registry),
         mapping=PUBLIC_EVENTS,
+        signer=EventSigner(settings.event_signing_ring()),
         bootstrap_servers=settings.kafka_bootstrap_servers,
         options=RelayOptions(
             topic=settings.kafka_topic, name=settings.kafka_topic, poll_interval=0.1

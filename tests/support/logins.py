@@ -48,7 +48,7 @@ def process_env(env: Mapping[str, str], process: str) -> dict[str, str]:
     signing = env.get("TWOFA_JWT_SIGNING_KEYS")
     verifies = process in KEY_HOLDERS["jwt_verify_keys"].holders
     if verifies and signing and "TWOFA_JWT_VERIFY_KEYS" not in env:
-        own["TWOFA_JWT_VERIFY_KEYS"] = SigningKeys.from_config(signing, None).to_verify_config()
+        own["TWOFA_JWT_VERIFY_KEYS"] = SigningKeys.from_config(signing, None).public_config()
     own = without_foreign_keys(own, process)
     own["TWOFA_DATABASE_URL"] = login_url(env["TWOFA_DATABASE_URL"], process)
     return own

@@ -9,16 +9,19 @@ from collections.abc import AsyncIterator
 from shared.eventstore.store import EventStore
 from shared.messaging.contract import PUBLIC_EVENTS
 from shared.messaging.relay import Relay, RelayOptions
+from tests.support.settings import event_signer
 
 
 def make_relay(
     database_url: str, store: EventStore, kafka_bootstrap: str, topic: str, **options: float
 ) -> Relay:
-    """The real relay from ``store`` to ``topic`` (named after it), with ``options``."""
+    """The real relay from ``store`` to ``topic`` (named after it), with ``options``,
+    signing with this test's event keys."""
     return Relay(
         dsn=database_url,
         store=store,
         mapping=PUBLIC_EVENTS,
+        signer=event_signer(),
         bootstrap_servers=kafka_bootstrap,
         options=RelayOptions(topic=topic, name=topic, **options),  # type: ignore[arg-type]
     )

@@ -68,6 +68,9 @@ def production(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TWOFA_KAFKA_SASL_USERNAME", "twofa-auth")
     monkeypatch.setenv("TWOFA_KAFKA_SASL_PASSWORD", secrets.token_urlsafe(24))
     monkeypatch.setenv("TWOFA_SNAPSHOT_KEYS", f"snap-2026:{key()}")
+    events = SigningKeys.generate("events-2026")
+    monkeypatch.setenv("TWOFA_EVENT_SIGNING_KEYS", events.to_config())
+    monkeypatch.setenv("TWOFA_EVENT_VERIFY_KEYS", events.public_config())
 
 
 REQUIRED_IN_PRODUCTION = [
@@ -218,6 +221,8 @@ def dev_env(tmp_path: Path) -> dict[str, str]:
         "TWOFA_RECOVERY_CODE_KEY",
         "TWOFA_DEVICE_TOKEN_KEY",
         "TWOFA_SNAPSHOT_KEYS",
+        "TWOFA_EVENT_SIGNING_KEYS",
+        "TWOFA_EVENT_VERIFY_KEYS",
     ],
 )
 def test_production_refuses_each_key_make_run_writes(
@@ -268,22 +273,23 @@ def test_production_checks_every_signing_key_not_only_the_active_one(
         Settings.load()
 
 
-@pytest.mark.parametrize(
-    ("ring", "message"),
-    [
-        (
-            lambda: named("local-1", secrets.token_bytes(32)),
-            "key id 'local-1' is a development key id",
-        ),
-        (lambda: named("dev-9", secrets.token_bytes(32)), "key id 'dev-9' is a development key id"),
-        (lambda: named("k1", bytes(32)), "key 'k1' is a placeholder"),
-        (lambda: named("k1", secrets.token_bytes(16)), "key 'k1' must be 32 bytes"),
-        (
-            lambda: ",".join(named(k, secrets.token_bytes(32)) for k in ("k1", "local-2")),
-            "key id 'local-2' is a development key id",
-        ),
-    ],
-)
+# Public-key rings production refuses, and what the error says.
+BAD_RINGS: list[tuple[Callable[[], str], str]] = [
+    (
+        lambda: named("local-1", secrets.token_bytes(32)),
+        "key id 'local-1' is a development key id",
+    ),
+    (lambda: named("dev-9", secrets.token_bytes(32)), "key id 'dev-9' is a development key id"),
+    (lambda: named("k1", bytes(32)), "key 'k1' is a placeholder"),
+    (lambda: named("k1", secrets.token_bytes(16)), "key 'k1' must be 32 bytes"),
+    (
+        lambda: ",".join(named(k, secrets.token_bytes(32)) for k in ("k1", "local-2")),
+        "key id 'local-2' is a development key id",
+    ),
+]
+
+
+@pytest.mark.parametrize(("ring", "message"), BAD_RINGS)
 def test_production_checks_every_verify_key(
     monkeypatch: pytest.MonkeyPatch, ring: Callable[[], str], message: str
 ) -> None:
@@ -350,6 +356,9 @@ def production_values() -> dict[str, str]:
         "TWOFA_DEVICE_TOKEN_KEY": key(),
         "TWOFA_SNAPSHOT_KEYS": named("snap-2026", secrets.token_bytes(32)),
         "TWOFA_SNAPSHOT_ACTIVE_KEY_ID": "snap-2026",
+        "TWOFA_EVENT_SIGNING_KEYS": named("events-2026", seed),
+        "TWOFA_EVENT_SIGNING_ACTIVE_KEY_ID": "events-2026",
+        "TWOFA_EVENT_VERIFY_KEYS": named("events-2026", public),
     }
 
 
@@ -483,3 +492,66 @@ def test_make_run_gives_each_process_only_its_keys(tmp_path: Path, process: Proc
     assert given <= key_variables(process)
     assert not given & set(foreign(process))
     assert set(held(process)) <= given
+
+
+# Event signing (the relay) and verify (every consumer) keys ----------------------------
+
+
+def test_make_run_writes_one_event_ring_that_its_consumers_verify_with(tmp_path: Path) -> None:
+    written = dev_env(tmp_path)
+    assert dev_env(tmp_path) == written  # made once, then read back
+    ring = SigningKeys.from_config(written["TWOFA_EVENT_SIGNING_KEYS"], None)
+    assert ring.active_kid == "local-1"
+    assert written["TWOFA_EVENT_VERIFY_KEYS"] == ring.public_config()
+
+
+def test_development_consumer_without_verify_keys_uses_the_signing_keys_public_half() -> None:
+    ring = SigningKeys.generate("k1")
+    settings = Settings(event_signing_keys=ring.to_config())
+    [(kid, public)] = settings.event_verify_ring().items()
+    assert kid == "k1"
+    assert public.public_bytes_raw() == ring.public_keys()["k1"].public_bytes_raw()
+
+
+def test_development_without_event_keys_gets_a_throwaway_ring(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.WARNING):
+        settings = Settings.load()
+    assert settings.event_signing_ring().active_kid.startswith("dev-")
+    assert "TWOFA_EVENT_SIGNING_KEYS" in caplog.text
+
+
+def test_production_needs_event_keys_and_a_consumer_needs_verify_keys(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    production(monkeypatch)
+    verify = Settings.load().event_verify_keys
+    monkeypatch.delenv("TWOFA_EVENT_VERIFY_KEYS")
+    relay = Settings.load()  # the relay needs only its signing keys
+    assert relay.event_signing_ring().active_kid == "events-2026"
+    with pytest.raises(ConfigurationError, match="TWOFA_EVENT_VERIFY_KEYS is required"):
+        relay.event_verify_ring()  # no falling back to the signing keys in production
+    monkeypatch.delenv("TWOFA_EVENT_SIGNING_KEYS")
+    with pytest.raises(ConfigurationError, match=r"TWOFA_EVENT_SIGNING_KEYS .* is required"):
+        Settings.load()
+    monkeypatch.setenv("TWOFA_EVENT_VERIFY_KEYS", str(verify))
+    consumer = Settings.load()
+    assert set(consumer.event_verify_ring()) == {"events-2026"}
+    with pytest.raises(ConfigurationError, match="TWOFA_EVENT_SIGNING_KEYS is not set"):
+        consumer.event_signing_ring()
+
+
+@pytest.mark.parametrize("setting", ["TWOFA_EVENT_SIGNING_KEYS", "TWOFA_EVENT_VERIFY_KEYS"])
+@pytest.mark.parametrize(("ring", "message"), BAD_RINGS)
+def test_production_checks_every_event_key(
+    monkeypatch: pytest.MonkeyPatch, setting: str, ring: Callable[[], str], message: str
+) -> None:
+    production(monkeypatch)
+    value = ring()
+    monkeypatch.setenv(setting, value)
+    if setting == "TWOFA_EVENT_SIGNING_KEYS":
+        monkeypatch.setenv("TWOFA_EVENT_SIGNING_ACTIVE_KEY_ID", value.partition(":")[0])
+    message = message.replace("must be 32 bytes", "must be (a )?32")  # a seed, as the JWT's
+    with pytest.raises(ConfigurationError, match=f"^{setting}: .*{message}"):
+        Settings.load()

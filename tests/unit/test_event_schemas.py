@@ -34,7 +34,9 @@ from shared.eventstore.registry import REGISTRY
 from shared.eventstore.streams import account_stream, twofactor_stream
 from shared.messaging.consumer import ConsumerOptions, EventConsumer
 from shared.messaging.contract import PUBLIC_EVENTS
-from shared.messaging.integration import IntegrationEvent, MalformedEventError, Publish
+from shared.messaging.integration import IntegrationEvent, Publish
+from shared.messaging.signing import EventSigner, EventVerifier, RefusedEvent
+from shared.security.keys import SigningKeys
 from tests.support.samples import sample_event
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -223,6 +225,8 @@ def test_asyncapi_document_structure() -> None:
         "ce_dataschema",
         "ce_sequence",
         "content-type",
+        "ce_signature",
+        "ce_signaturekid",
     }
     assert set(headers["properties"]) - set(headers["required"]) == {
         "ce_correlationid",
@@ -373,12 +377,18 @@ def _published_variants(type_name: str) -> list[tuple[str, IntegrationEvent]]:
     return out
 
 
+SIGNER = EventSigner(SigningKeys.generate("sig-2026"))
+
+
 @pytest.mark.parametrize("type_name", PUBLISHED)
 def test_published_body_and_headers_follow_the_documents(type_name: str) -> None:
+    verifier = EventVerifier(SIGNER.keys.public_keys())
     for label, public in _published_variants(type_name):
-        body = orjson.loads(public.body())
+        record = SIGNER.sign(public)
+        body = orjson.loads(record.value)
         assert errors(body_validator(public.type), body) == [], label
-        headers = text_headers(public.headers())
+        assert verifier.check(record.headers, record.value) == public, label
+        headers = text_headers(record.headers)
         assert errors(headers_validator(public.type), headers) == [], label
         assert headers["ce_dataschema"] == payload_schema(public.type)["$id"]
 
@@ -394,7 +404,7 @@ def test_date_time_format_is_really_checked() -> None:
 def _good_headers() -> dict[str, str]:
     public = PUBLIC_EVENTS.to_integration(recorded(sample_event("login.failed")))
     assert public is not None
-    return text_headers(public.headers())
+    return text_headers(SIGNER.sign(public).headers)
 
 
 @pytest.mark.parametrize(
@@ -409,6 +419,10 @@ def _good_headers() -> dict[str, str]:
         {"ce_dataschema": "urn:twofa:event:login.failed:v2"},
         {"ce_source": "/twofa/username"},
         {"ce_sequence": "-1"},
+        {"ce_signature": None},
+        {"ce_signaturekid": None},
+        {"ce_signature": "not base64!"},
+        {"ce_signaturekid": "a kid with spaces"},
         {"x-unknown": "1"},
     ],
 )
@@ -477,23 +491,25 @@ async def test_dead_letter_headers_follow_the_documents() -> None:
         checksum=None,
         serialized_key_size=len(public.key),
         serialized_value_size=9,
-        headers=public.headers(),
+        headers=SIGNER.sign(public).headers,
     )
     consumer = EventConsumer(
         pool=cast(Any, None),
         bootstrap_servers="localhost:9",
         handler=cast(Any, None),
+        verifier=EventVerifier({}),
         options=ConsumerOptions(
             name="twofa.auth-sessions", topics=(EVENTS_CHANNEL,), dlq_topic=DLQ_CHANNEL
         ),
     )
     producer = _CapturingProducer()
-    error = MalformedEventError("body is not JSON")
+    error = RefusedEvent("bad_signature", "signature does not match key 'sig-2026'")
     await consumer._dead_letter(cast(AIOKafkaProducer, producer), record, error)
 
     [(topic, headers)] = producer.sent
     assert topic == DLQ_CHANNEL
     text = text_headers(headers)
+    assert text["dlq_reason"] == "bad_signature"
     assert errors(_doc_validator("/components/schemas/DeadLetterHeaders"), text) == []
     original = {k: v for k, v in text.items() if not k.startswith("dlq_")}
     assert errors(headers_validator("login.failed"), original) == []

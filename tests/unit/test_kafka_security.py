@@ -27,6 +27,7 @@ from shared.messaging.kafka import (
 from shared.messaging.revocations import revocation_feed
 from shared.platform.clock import utc_now
 from shared.platform.config import ConfigurationError, Settings
+from shared.platform.key_holders import Process
 
 PASSWORD = secrets.token_urlsafe(24)
 SCRAM = {
@@ -44,14 +45,14 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(name)
 
 
-def settings(**values: Any) -> Settings:
+def settings(process: Process | None = None, /, **values: Any) -> Settings:
     """``Settings.load`` from an environment holding ``values`` (as ``TWOFA_<NAME>``)."""
     values = {"kafka_bootstrap_servers": "127.0.0.1:9092"} | values
     with pytest.MonkeyPatch.context() as env:
         for name, value in values.items():
             if value is not None:
                 env.setenv(f"TWOFA_{name.upper()}", value)
-        return Settings.load()
+        return Settings.load(process)
 
 
 def client_security(client: AIOKafkaProducer | AIOKafkaConsumer) -> tuple[Any, ...]:
@@ -160,7 +161,7 @@ def test_production_refuses_a_broker_connection_that_does_not_authenticate(
     values: dict[str, Any], message: str
 ) -> None:
     with pytest.raises(ConfigurationError, match=message):
-        settings(**production_keys(), **values)
+        settings("relay", **production_keys(), **values)
 
 
 @pytest.mark.parametrize(
@@ -173,22 +174,17 @@ def test_production_refuses_a_broker_connection_that_does_not_authenticate(
     ],
 )
 def test_production_accepts_scram_and_tls(values: dict[str, Any]) -> None:
-    settings(**production_keys(), **values)
+    settings("relay", **production_keys(), **values)
 
 
 def production_keys() -> dict[str, Any]:
-    from shared.security.crypto import new_key
+    """A production relay's one key ring (it holds no other key)."""
     from shared.security.keys import SigningKeys
 
     return {
         "env": "production",
-        "jwt_active_key_id": "sig-2026",
         "kafka_bootstrap_servers": "kafka:9092",
-        "encryption_keys": f"2026-01:{new_key()}",
-        "jwt_signing_keys": SigningKeys.generate("sig-2026").to_config(),
-        "recovery_code_key": new_key(),
-        "device_token_key": new_key(),
-        "snapshot_keys": f"snap-2026:{new_key()}",
+        "event_signing_keys": SigningKeys.generate("events-2026").to_config(),
     }
 
 
