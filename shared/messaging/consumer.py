@@ -22,6 +22,7 @@ from aiokafka.errors import KafkaError
 from prometheus_client import Counter
 
 from shared.eventstore.store import ConcurrencyError
+from shared.messaging.catchup import CatchUp, committed_offsets, end_offsets
 from shared.messaging.integration import IntegrationEvent, MalformedEventError
 from shared.messaging.kafka import create_consumer, create_producer
 from shared.platform.config import Settings
@@ -76,6 +77,7 @@ class EventConsumer:
         self.handler = handler
         self.options = options
         self._consumer: AIOKafkaConsumer | None = None
+        self.caught_up = CatchUp()  # with what the topic held at start, for /readyz
 
     async def run(self, stop: asyncio.Event, started: asyncio.Event | None = None) -> None:
         """Consume until ``stop`` is set, then commit what was done and leave the group.
@@ -119,6 +121,7 @@ class EventConsumer:
         try:
             await dlq.start()
             self._consumer = consumer
+            self.caught_up.begin(await end_offsets(consumer, opts.topics))
             if started is not None:
                 started.set()
             while not stop.is_set():
@@ -134,6 +137,9 @@ class EventConsumer:
                         await consumer.commit(offsets)
                     except KafkaError as exc:  # a rebalance: redelivered records are deduped
                         log.warning("consumer %s offset commit failed: %s", opts.name, exc)
+                if not self.caught_up.done:  # the group's commits: whoever holds a partition
+                    targets = self.caught_up.targets or {}
+                    self.caught_up.observe(await committed_offsets(consumer, targets))
         finally:
             self._consumer = None
             await dlq.stop()

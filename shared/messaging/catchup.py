@@ -1,0 +1,76 @@
+"""Whether a consumer has caught up with what its topics held when it started.
+
+On connecting, a consumer notes the end offset of every partition of its topics (the
+``targets``). It has caught up once, on every partition, what it reached is at least
+that offset: its own position (the revocation feed reads every partition), or what its
+group committed (a group member: a partition another replica holds counts once the
+group's committed offset got there). Once caught up it stays so; later lag is shown on
+/metrics, not as "unready". A topic with no records is caught up at once. ``/readyz``
+answers 503 until every consumer of the process has caught up.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Hashable, Iterable, Mapping
+from typing import TypeVar
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
+
+__all__ = ["CatchUp", "committed_offsets", "end_offsets", "reached", "topic_partitions"]
+
+P = TypeVar("P", bound=Hashable)
+
+
+def reached(targets: Mapping[P, int], progress: Mapping[P, int]) -> bool:
+    """True when every partition's progress is at least its target (a missing one is 0)."""
+    return all(progress.get(partition, 0) >= end for partition, end in targets.items())
+
+
+class CatchUp:
+    """One consumer's targets and whether it has reached them; ``done`` feeds /readyz."""
+
+    def __init__(self) -> None:
+        self.targets: dict[TopicPartition, int] | None = None
+        self.done = False
+
+    def begin(self, ends: Mapping[TopicPartition, int]) -> None:
+        """The end offsets seen on connecting. A reconnect before catching up takes them
+        afresh (a broker with memory storage may have come back empty); after, no-op."""
+        if not self.done:
+            self.targets = dict(ends)
+            self.observe({})
+
+    def observe(self, progress: Mapping[TopicPartition, int]) -> bool:
+        """Note how far the consumer got; True once caught up (for good)."""
+        if not self.done and self.targets is not None and reached(self.targets, progress):
+            self.done = True
+        return self.done
+
+
+async def topic_partitions(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
+    """Every partition of ``topic``, waiting up to 5 s for the broker to know it."""
+    for _ in range(50):
+        found = consumer.partitions_for_topic(topic)
+        if found:
+            return [TopicPartition(topic, p) for p in sorted(found)]
+        await consumer._client.force_metadata_update()
+        await asyncio.sleep(0.1)
+    raise KafkaError(f"topic {topic} has no partitions")
+
+
+async def end_offsets(
+    consumer: AIOKafkaConsumer, topics: Iterable[str]
+) -> dict[TopicPartition, int]:
+    """The offset after the last record of every partition of ``topics``, now."""
+    partitions = [tp for topic in topics for tp in await topic_partitions(consumer, topic)]
+    ends: dict[TopicPartition, int] = await consumer.end_offsets(partitions)
+    return ends
+
+
+async def committed_offsets(
+    consumer: AIOKafkaConsumer, partitions: Iterable[TopicPartition]
+) -> dict[TopicPartition, int]:
+    """What the consumer's group has committed on each partition (0 where nothing)."""
+    return {tp: await consumer.committed(tp) or 0 for tp in partitions}
