@@ -7,18 +7,36 @@ group committed (a group member: a partition another replica holds counts once t
 group's committed offset got there). Once caught up it stays so; later lag is shown on
 /metrics, not as "unready". A topic with no records is caught up at once. ``/readyz``
 answers 503 until every consumer of the process has caught up.
+
+A group member is watched by ``follow_group``, a client of its own that joins no group:
+it reads the end offsets and the group's commits at once, while the member may still
+wait seconds for the group to take it in. A topic that was empty, or that the other
+replicas had already consumed, makes a fresh replica ready without that wait.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 from collections.abc import Hashable, Iterable, Mapping
 from typing import TypeVar
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
-__all__ = ["CatchUp", "committed_offsets", "end_offsets", "reached", "topic_partitions"]
+from shared.messaging.kafka import create_consumer
+
+__all__ = [
+    "CatchUp",
+    "committed_offsets",
+    "end_offsets",
+    "follow_group",
+    "reached",
+    "topic_partitions",
+]
+
+log = logging.getLogger(__name__)
 
 P = TypeVar("P", bound=Hashable)
 
@@ -74,3 +92,35 @@ async def committed_offsets(
 ) -> dict[TopicPartition, int]:
     """What the consumer's group has committed on each partition (0 where nothing)."""
     return {tp: await consumer.committed(tp) or 0 for tp in partitions}
+
+
+async def follow_group(
+    progress: CatchUp,
+    *,
+    bootstrap_servers: str,
+    group_id: str,
+    topics: Iterable[str],
+    stop: asyncio.Event,
+    poll_seconds: float = 0.2,
+) -> None:
+    """Until ``progress`` is done or ``stop`` is set: the end offsets of ``topics`` on
+    connecting, then ``group_id``'s commits every ``poll_seconds``; reconnects after an
+    outage (at most 5 s apart), taking the end offsets afresh."""
+    delay = poll_seconds
+    while not progress.done and not stop.is_set():
+        watcher = create_consumer(bootstrap_servers, [], group_id=group_id, fetch_max_wait_ms=10)
+        try:
+            await watcher.start()
+            progress.begin(await end_offsets(watcher, topics))
+            while not progress.observe(await committed_offsets(watcher, progress.targets or {})):
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), poll_seconds)
+                if stop.is_set():
+                    return
+        except KafkaError as exc:
+            log.warning("catch-up of %s: cannot reach the broker (%s)", group_id, exc)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+            delay = min(delay * 2, 5.0)
+        finally:
+            await watcher.stop()

@@ -22,7 +22,7 @@ from aiokafka.errors import KafkaError
 from prometheus_client import Counter
 
 from shared.eventstore.store import ConcurrencyError
-from shared.messaging.catchup import CatchUp, committed_offsets, end_offsets
+from shared.messaging.catchup import CatchUp, follow_group
 from shared.messaging.integration import IntegrationEvent, MalformedEventError
 from shared.messaging.kafka import create_consumer, create_producer
 from shared.platform.config import Settings
@@ -77,9 +77,29 @@ class EventConsumer:
         self.handler = handler
         self.options = options
         self._consumer: AIOKafkaConsumer | None = None
-        self.caught_up = CatchUp()  # with what the topic held at start, for /readyz
+        self.caught_up = CatchUp()  # with what the topics held at start, for /readyz
 
     async def run(self, stop: asyncio.Event, started: asyncio.Event | None = None) -> None:
+        """Consume until ``stop`` (see ``_keep_consuming``); meanwhile ``follow_group``
+        tells when the group has caught up with what the topics held at start."""
+        options = self.options
+        watching = asyncio.create_task(
+            follow_group(
+                self.caught_up,
+                bootstrap_servers=self.bootstrap_servers,
+                group_id=options.name,
+                topics=options.topics,
+                stop=stop,
+            )
+        )
+        try:
+            await self._keep_consuming(stop, started)
+        finally:
+            watching.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watching
+
+    async def _keep_consuming(self, stop: asyncio.Event, started: asyncio.Event | None) -> None:
         """Consume until ``stop`` is set, then commit what was done and leave the group.
 
         A broker that cannot be reached (at start, or lost for good mid-run) is waited
@@ -121,7 +141,6 @@ class EventConsumer:
         try:
             await dlq.start()
             self._consumer = consumer
-            self.caught_up.begin(await end_offsets(consumer, opts.topics))
             if started is not None:
                 started.set()
             while not stop.is_set():
@@ -137,9 +156,6 @@ class EventConsumer:
                         await consumer.commit(offsets)
                     except KafkaError as exc:  # a rebalance: redelivered records are deduped
                         log.warning("consumer %s offset commit failed: %s", opts.name, exc)
-                if not self.caught_up.done:  # the group's commits: whoever holds a partition
-                    targets = self.caught_up.targets or {}
-                    self.caught_up.observe(await committed_offsets(consumer, targets))
         finally:
             self._consumer = None
             await dlq.stop()
