@@ -122,7 +122,7 @@ class Stack:
     def _add(self, name: str, argv: list[str], port: int | None = None) -> None:
         self.processes[name] = Process(name, argv, self.root / "logs" / f"{name}.log", port)
 
-    def start_process(self, name: str) -> None:
+    def start_process(self, name: str, settings: dict[str, str] | None = None) -> None:
         process = self.processes[name]
         process.log.parent.mkdir(parents=True, exist_ok=True)
         # Its connections carry its name, so SQL can tell whose they are (the active relay).
@@ -132,10 +132,25 @@ class Stack:
             process.popen = subprocess.Popen(
                 [sys.executable, "-m", "services.cli", *process.argv],
                 # Its own metrics port: two replicas of a kind run on this host.
-                env={**self.env, "TWOFA_DATABASE_URL": dsn, "TWOFA_METRICS_PORT": str(free_port())},
+                env={
+                    **self.env,
+                    **(settings or {}),
+                    "TWOFA_DATABASE_URL": dsn,
+                    "TWOFA_METRICS_PORT": str(free_port()),
+                },
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
+
+    def start_late_replica(self, service: str, **settings: str) -> str:
+        """One more replica of ``service`` (``<service>.late-N``), started now with the
+        same environment (plus ``settings``) on a free port; left out of
+        ``urls(service)``. Its name: stop it with ``kill`` (``stop()`` stops it too)."""
+        late = sum(1 for name in self.processes if name.startswith(f"{service}.late-"))
+        name = f"{service}.late-{late + 1}"
+        self._add(name, ["serve", service, "--port", str(port := free_port())], port)
+        self.start_process(name, settings)
+        return name
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
         process = self.processes[name]
