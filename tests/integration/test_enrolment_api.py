@@ -291,6 +291,8 @@ async def test_label_is_the_email_from_the_first_second(database_url: str) -> No
             await auth.post("/v1/login", json={"username": username, "password": PASSWORD})
         ).json()["access_token"]
         pool = enrolment.state.pool
+        ready = await enrol.get("/readyz")  # no broker: no consumer to wait for
+        assert ready.status_code == 200 and ready.json()["checks"] == {"database": True}
         assert await pool.fetchval("SELECT count(*) FROM enrolment_labels") == 0
         started = await enrol.post("/v1/2fa/enrolment", headers=bearer(token))
         assert "Portal:zo%C3%AB.o%27neil%2B2fa%40example.org?" in started.json()["otpauth_uri"]
