@@ -4,9 +4,9 @@ On connecting, a consumer notes the end offset of every partition of its topics 
 ``targets``). It has caught up once, on every partition, what it reached is at least
 that offset: its own position (the revocation feed reads every partition), or what its
 group committed (a group member: a partition another replica holds counts once the
-group's committed offset got there). Once caught up it stays so; later lag is shown on
-/metrics, not as "unready". A topic with no records is caught up at once. ``/readyz``
-answers 503 until every consumer of the process has caught up.
+group's committed offset got there). Once caught up it stays so: later lag is not
+"unready" (audit's shows on the metrics listener). A topic with no records is caught
+up at once. ``/readyz`` answers 503 until every consumer of the process has caught up.
 
 A group member is watched by ``follow_group``, a client of its own that joins no group:
 it reads the end offsets and the group's commits at once, while the member may still
@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Hashable, Iterable, Mapping
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 from typing import TypeVar
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -99,7 +99,7 @@ async def follow_group(
     *,
     bootstrap_servers: str,
     group_id: str,
-    topics: Iterable[str],
+    topics: Sequence[str],
     stop: asyncio.Event,
     poll_seconds: float = 0.2,
 ) -> None:

@@ -33,8 +33,8 @@ def install_readiness(app: FastAPI, checks: Callable[[], Awaitable[dict[str, boo
             "consumers (named in `checks`: `sessions`, `labels`, `audit`, `revocations`) has "
             "caught up with the records its topic held when the process started, so a "
             "fresh replica knows every recent revocation before it takes traffic. A "
-            "consumer that has caught up once stays so (later lag is on /metrics). 503 "
-            "with the checks that do not hold yet. A service run without a broker has no "
+            "consumer that has caught up once stays so (later lag is not unreadiness). "
+            "503 with the checks that do not hold yet. A service run without a broker has no "
             "consumer to wait for."
         ),
         responses={
