@@ -38,8 +38,8 @@ def _say(message: str) -> None:
 
 
 def _wait_ready(name: str, port: int, children: list[tuple[str, subprocess.Popen[bytes]]]) -> None:
-    """Until ``name``, the process this run started, listens on ``port`` and is ready
-    (whatever else may answer there)."""
+    """Until ``name``, the process this run started, listens on ``port`` and is ready:
+    ``/readyz`` 200, its consumers caught up with the topic (whatever else may answer)."""
     ours = dict(children)[name]
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -48,7 +48,7 @@ def _wait_ready(name: str, port: int, children: list[tuple[str, subprocess.Popen
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as answer:
                 if answer.status == 200 and listens(ours.pid, port):
-                    _say(f"{name} answers on port {port}")
+                    _say(f"{name} answers on port {port}, caught up")
                     return
         except OSError:
             pass

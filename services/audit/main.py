@@ -35,6 +35,7 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> FastAPI:
             return []
         ingesting = events_consumer(settings, pool, "audit", ingest)
         app.state.consumer = ingesting
+        app.state.consumers.update(audit=ingesting.caught_up, revocations=feed.caught_up)
         return [ingesting.run, feed.run, lambda stop: report_lag(ingesting, stop)]
 
     return service_app(

@@ -77,6 +77,7 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> FastAPI:
         sessions = events_consumer(
             settings, pool, "auth-sessions", partial(end_other_sessions, deps)
         )
+        app.state.consumers["sessions"] = sessions.caught_up
         return [sessions.run]
 
     return service_app(

@@ -8,13 +8,11 @@ from __future__ import annotations
 
 import asyncpg
 
-from services.enrolment.adapters.labels import save_label
+from services.enrolment.adapters.labels import LABEL_EVENTS, save_label
 from shared.messaging.consumer import Delivery
 from shared.messaging.integration import IntegrationEvent
 
 __all__ = ["LABEL_EVENTS", "project_label"]
-
-LABEL_EVENTS = frozenset({"account.registered", "account.email_changed"})
 
 
 async def project_label(

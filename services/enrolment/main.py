@@ -32,6 +32,7 @@ def create_app(settings: Settings, *, clock: Clock = utc_now) -> FastAPI:
         if feed is None:
             return []
         labels = events_consumer(settings, pool, "enrolment-labels", project_label)
+        app.state.consumers.update(labels=labels.caught_up, revocations=feed.caught_up)
         return [labels.run, feed.run]
 
     return service_app(

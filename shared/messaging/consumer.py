@@ -23,6 +23,7 @@ from aiokafka.errors import KafkaError
 from prometheus_client import Counter
 
 from shared.eventstore.store import ConcurrencyError
+from shared.messaging.catchup import CatchUp, follow_group
 from shared.messaging.integration import IntegrationEvent, MalformedEventError
 from shared.messaging.kafka import (
     PLAINTEXT,
@@ -88,8 +89,29 @@ class EventConsumer:
         self.verifier = verifier
         self.options = options
         self._consumer: AIOKafkaConsumer | None = None
+        self.caught_up = CatchUp()  # with what the topics held at start, for /readyz
 
     async def run(self, stop: asyncio.Event, started: asyncio.Event | None = None) -> None:
+        """Consume until ``stop`` (see ``_keep_consuming``); meanwhile ``follow_group``
+        tells when the group has caught up with what the topics held at start."""
+        options = self.options
+        watching = asyncio.create_task(
+            follow_group(
+                self.caught_up,
+                bootstrap_servers=self.bootstrap_servers,
+                group_id=options.name,
+                topics=options.topics,
+                stop=stop,
+            )
+        )
+        try:
+            await self._keep_consuming(stop, started)
+        finally:
+            watching.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watching
+
+    async def _keep_consuming(self, stop: asyncio.Event, started: asyncio.Event | None) -> None:
         """Consume until ``stop`` is set, then commit what was done and leave the group.
 
         A broker that cannot be reached (at start, or lost for good mid-run) is waited

@@ -24,6 +24,7 @@ from datetime import UTC, datetime, timedelta
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
+from shared.messaging.catchup import CatchUp, topic_partitions
 from shared.messaging.integration import IntegrationEvent
 from shared.messaging.kafka import PLAINTEXT, KafkaSecurity, create_reader, security_of
 from shared.messaging.signing import REFUSED, EventVerifier, RefusedEvent
@@ -85,7 +86,7 @@ class RevocationFeed:
         self.revoked = revoked
         self.verifier = verifier
         self.fetch_max_wait_ms = fetch_max_wait_ms
-        self.caught_up = asyncio.Event()
+        self.caught_up = CatchUp()  # with the revocations of the last horizon, for /readyz
 
     async def run(self, stop: asyncio.Event) -> None:
         """Follow until ``stop``; reconnect after broker outages."""
@@ -104,10 +105,10 @@ class RevocationFeed:
         )
         await consumer.start()
         try:
-            partitions = await self._partitions(consumer)
+            partitions = await topic_partitions(consumer, self.topic)
             consumer.assign(partitions)
             await self._rewind(consumer, partitions)
-            ends = await consumer.end_offsets(partitions)
+            self.caught_up.begin(await consumer.end_offsets(partitions))
             while not stop.is_set():
                 batches = await consumer.getmany(timeout_ms=200)
                 for records in batches.values():
@@ -125,20 +126,11 @@ class RevocationFeed:
                             )
                             continue
                         self.revoked.apply(event)
-                if not self.caught_up.is_set() and await _reached(consumer, ends):
-                    self.caught_up.set()
+                if not self.caught_up.done:
+                    self.caught_up.observe({tp: await consumer.position(tp) for tp in partitions})
                 self.revoked.prune()
         finally:
             await consumer.stop()
-
-    async def _partitions(self, consumer: AIOKafkaConsumer) -> list[TopicPartition]:
-        for _ in range(50):
-            found = consumer.partitions_for_topic(self.topic)
-            if found:
-                return [TopicPartition(self.topic, p) for p in sorted(found)]
-            await consumer._client.force_metadata_update()
-            await asyncio.sleep(0.1)
-        raise KafkaError(f"topic {self.topic} has no partitions")
 
     async def _rewind(self, consumer: AIOKafkaConsumer, partitions: list[TopicPartition]) -> None:
         since = int((self.revoked.clock() - self.revoked.horizon).timestamp() * 1000)
@@ -149,13 +141,6 @@ class RevocationFeed:
                 await consumer.seek_to_end(tp)  # nothing that recent: only what comes next
             else:
                 consumer.seek(tp, hit.offset)
-
-
-async def _reached(consumer: AIOKafkaConsumer, ends: dict[TopicPartition, int]) -> bool:
-    for tp, end in ends.items():
-        if await consumer.position(tp) < end:
-            return False
-    return True
 
 
 def revocation_feed(

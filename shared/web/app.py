@@ -2,8 +2,9 @@
 
 A service supplies its routes and a ``start(app, pool)`` that puts its dependencies on
 ``app.state`` and returns the background runners (Kafka consumers) it needs; the shell
-opens the pool, runs those beside the app, serves ``/healthz``, ``/readyz`` (database
-and broker), ``/metrics``, and closes everything on shutdown.
+opens the pool, runs those beside the app, serves ``/healthz``, ``/readyz`` (database,
+broker, and each consumer ``start`` named in ``app.state.consumers`` caught up),
+``/metrics``, and closes everything on shutdown.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from shared.app.context import Context
 from shared.app.deps import Deps
+from shared.messaging.catchup import CatchUp
 from shared.platform.background import Runner, background
 from shared.platform.clock import Clock
 from shared.platform.config import Settings
@@ -64,6 +66,7 @@ def service_app(
         )
         app.state.pool = pool
         app.state.clock = clock
+        app.state.consumers = {}  # name -> CatchUp, filled by ``start``: /readyz waits for each
         try:
             runners = await start(app, pool)
             async with background(*runners):
@@ -92,6 +95,8 @@ def service_app(
         result = {"database": await database_answers(app.state.pool)}
         if broker is not None:
             result["broker"] = await broker_answers(broker)
+        consumers: dict[str, CatchUp] = app.state.consumers
+        result.update({name: progress.done for name, progress in consumers.items()})
         return result
 
     install_readiness(app, checks)

@@ -1,4 +1,4 @@
-"""``/readyz``: the database and the broker answer."""
+"""``/readyz``: the database and the broker answer, and every consumer has caught up."""
 
 from __future__ import annotations
 
@@ -16,19 +16,34 @@ from shared.platform.outages import OUTAGES
 
 class Readiness(BaseModel):
     status: Literal["ready", "unavailable"]
-    checks: dict[str, bool] = Field(examples=[{"database": True, "broker": True}])
+    checks: dict[str, bool] = Field(
+        examples=[{"database": True, "broker": True, "labels": True, "revocations": False}]
+    )
 
 
 def install_readiness(app: FastAPI, checks: Callable[[], Awaitable[dict[str, bool]]]) -> None:
-    """``/readyz``: 200 when every dependency answers, else 503 naming the ones that do not."""
+    """``/readyz``: 200 when every check holds, else 503 naming the ones that do not."""
 
     @app.get(
         "/readyz",
         tags=["operations"],
-        summary="Database and broker reachable",
+        summary="Database and broker reachable, consumers caught up",
+        description=(
+            "200 once the database and the broker answer and each of the process's Kafka "
+            "consumers (named in `checks`: `sessions`, `labels`, `audit`, `revocations`) has "
+            "caught up with the records its topic held when the process started, so a "
+            "fresh replica knows every recent revocation before it takes traffic. A "
+            "consumer that has caught up once stays so (later lag is not unreadiness). "
+            "503 with the checks that do not hold yet. A service run without a broker has no "
+            "consumer to wait for."
+        ),
         responses={
-            200: {"model": Readiness, "description": "Every dependency answers"},
-            503: {"model": Readiness, "description": "Some dependency does not answer"},
+            200: {"model": Readiness, "description": "Every check holds"},
+            503: {
+                "model": Readiness,
+                "description": "Some dependency does not answer, or "
+                "some consumer has not caught up yet",
+            },
         },
     )
     async def readyz() -> Response:

@@ -21,7 +21,7 @@ import asyncpg
 import httpx
 import pytest
 
-from shared.devtools.servers import free_port, wait_for_port
+from shared.devtools.servers import free_port
 from shared.domain import events as ev
 from shared.eventstore.envelope import NewEvent
 from shared.eventstore.notify import Notifier
@@ -33,7 +33,7 @@ from shared.security.keys import SigningKeys
 from shared.security.tokens import TokenIssuer
 from tests.support.clock import Clock
 from tests.support.logins import process_env
-from tests.support.polling import eventually
+from tests.support.polling import eventually, wait_until_ready
 from tests.support.settings import event_signer
 from tests.support.truth import (
     audit_entries,
@@ -155,7 +155,7 @@ async def test_sigkill_mid_stream_loses_nothing_and_stores_nothing_twice(
             assert not refused, f"{refused.total()} audit inserts refused: {list(refused)[:5]}"
             group = f"{env['TWOFA_KAFKA_GROUP_PREFIX']}.audit"
             assert handled == Counter({(group, event_id): 1 for event_id in written})
-            wait_for_port(port, 30)
+            wait_until_ready(f"http://127.0.0.1:{port}", 30)
             token = TokenIssuer(keys, issuer="twofa").issue_access(
                 subject="reviewer",
                 audience="twofa",

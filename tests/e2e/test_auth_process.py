@@ -14,9 +14,10 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from shared.devtools.servers import free_port, wait_for_port
+from shared.devtools.servers import free_port
 from shared.security.keys import SigningKeys
 from tests.support.logins import process_env
+from tests.support.polling import wait_until_ready
 
 pytestmark = pytest.mark.e2e
 
@@ -49,7 +50,7 @@ def env(database_url: str, kafka_bootstrap: str, event_keys: SigningKeys) -> dic
 @contextlib.contextmanager
 def serving(service: str, env: dict[str, str], metrics_port: int = 0) -> Iterator[str]:
     """``twofa serve <service>`` as a process on a free port, its metrics on
-    ``metrics_port`` (or a free one); stopped with SIGTERM."""
+    ``metrics_port`` (or a free one), once ``/readyz`` answers 200; stopped with SIGTERM."""
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "services.cli", "serve", service, "--port", str(port)],
@@ -58,8 +59,9 @@ def serving(service: str, env: dict[str, str], metrics_port: int = 0) -> Iterato
         stderr=subprocess.STDOUT,
     )
     try:
-        wait_for_port(port, 30)
-        yield f"http://127.0.0.1:{port}"
+        url = f"http://127.0.0.1:{port}"
+        wait_until_ready(url, 30)
+        yield url
     finally:
         proc.send_signal(signal.SIGTERM)
         output, _ = proc.communicate(timeout=30)
@@ -164,6 +166,7 @@ def test_operator_creates_a_support_account_that_logs_in_over_http(
         assert ready.status_code == 200 and ready.json()["checks"] == {
             "database": True,
             "broker": True,
+            "sessions": True,
         }
         tokens = http.post("/v1/login", json={"username": "sam.support", "password": PASSWORD})
         assert tokens.status_code == 200, tokens.text

@@ -30,7 +30,7 @@ from tests.support.apps import client_for, is_problem
 from tests.support.clock import Clock
 from tests.support.polling import eventually
 from tests.support.relay import relaying
-from tests.support.settings import settings_for, with_kafka
+from tests.support.settings import settings_for, with_kafka, without_broker
 from tests.support.totp import otp
 
 pytestmark = pytest.mark.integration
@@ -275,22 +275,46 @@ async def test_enabling_ends_other_sessions_and_the_verifier_learns_it(stack: St
     ).status_code == 200
 
 
-async def test_label_is_the_account_id_until_the_email_arrives(stack: Stack) -> None:
-    username, account_id = await register(stack, email="zoë.o'neil+2fa@example.org")
-    token = (await login(stack, username))["access_token"]
-    # Before the projection has the email (checked by deleting it), the label is the id.
-    await eventually(
-        lambda: stack.core.pool.fetchval(
-            "SELECT email FROM enrolment_labels WHERE account_id = $1", account_id
-        ),
-        within=30,
-    )
-    started = await stack.enrol.post("/v1/2fa/enrolment", headers=bearer(token))
-    assert "zo%C3%AB.o%27neil%2B2fa%40example.org" in started.json()["otpauth_uri"]
-    await stack.core.pool.execute("DELETE FROM enrolment_labels WHERE account_id = $1", account_id)
-    restarted = await stack.enrol.post("/v1/2fa/enrolment", headers=bearer(token))
-    assert f"Partner%20Portal:{account_id}?" in restarted.json()["otpauth_uri"]
-    assert restarted.json()["secret"] != started.json()["secret"]  # restarting replaces it
+async def test_label_is_the_email_from_the_first_second(database_url: str) -> None:
+    """No consumer has run (no broker at all), then the projection holds an older email:
+    the label is the account stream's email each time, never the account id."""
+    settings = without_broker(settings_for(database_url))
+    enrolment = enrolment_app(settings)
+    async with client_for(auth_app(settings)) as auth, client_for(enrolment) as enrol:
+        first = "zoë.o'neil+2fa@example.org"
+        username = f"user-{uuid.uuid4().hex[:10]}"
+        registered = await auth.post(
+            "/v1/accounts", json={"username": username, "email": first, "password": PASSWORD}
+        )
+        account_id = registered.json()["account_id"]
+        token = (
+            await auth.post("/v1/login", json={"username": username, "password": PASSWORD})
+        ).json()["access_token"]
+        pool = enrolment.state.pool
+        ready = await enrol.get("/readyz")  # no broker: no consumer to wait for
+        assert ready.status_code == 200 and ready.json()["checks"] == {"database": True}
+        assert await pool.fetchval("SELECT count(*) FROM enrolment_labels") == 0
+        started = await enrol.post("/v1/2fa/enrolment", headers=bearer(token))
+        assert "Portal:zo%C3%AB.o%27neil%2B2fa%40example.org?" in started.json()["otpauth_uri"]
+
+        changed = await auth.post(
+            "/v1/account/email",
+            headers=bearer(token),
+            json={"current_password": PASSWORD, "email": "ann.new@example.org"},
+        )
+        assert changed.status_code == 204, changed.text
+        # The projection as a consumer that saw only the registration would have left it.
+        await pool.execute(
+            """INSERT INTO enrolment_labels (account_id, email, position)
+               SELECT $1, $2, position FROM events
+               WHERE stream_id = $3 AND event_type = 'account.registered'""",
+            account_id,
+            first,
+            f"account-{account_id}",
+        )
+        restarted = await enrol.post("/v1/2fa/enrolment", headers=bearer(token))
+        assert "Portal:ann.new%40example.org?" in restarted.json()["otpauth_uri"]
+        assert account_id not in restarted.json()["otpauth_uri"]
 
 
 async def test_two_confirms_with_one_code_one_wins_and_confirm_races_disable(stack: Stack) -> None:

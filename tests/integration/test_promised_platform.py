@@ -1,19 +1,22 @@
 """What the README promises of every service's shell and of the relay, shown for real.
 
-``/readyz`` answers 503 naming the part that does not answer; CORS lets the portal's
+``/readyz`` answers 503 naming the part that does not answer, a consumer that has not
+caught up included; CORS lets the portal's
 origin in and no other; the relay polls when no NOTIFY comes.
 """
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Callable
+from functools import partial
 from urllib.parse import unquote, urlsplit
 
 import asyncpg
 import httpx
 import pytest
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 
 from services.audit.main import create_app as audit_app
 from services.auth.main import create_app as auth_app
@@ -24,13 +27,18 @@ from shared.eventstore.envelope import NewEvent
 from shared.eventstore.notify import CHANNEL
 from shared.eventstore.registry import REGISTRY
 from shared.eventstore.store import EventStore
+from shared.messaging.consumer import Delivery, events_consumer
+from shared.messaging.integration import IntegrationEvent
+from shared.platform.background import Runner
+from shared.platform.clock import utc_now
 from shared.platform.config import ConfigurationError, Settings
 from shared.platform.metrics import serve_metrics
+from shared.web.app import service_app
 from tests.support.apps import client_for
 from tests.support.database import admin_sql
 from tests.support.kafka import event_ids, read_topic
 from tests.support.polling import eventually
-from tests.support.relay import make_relay, running
+from tests.support.relay import make_relay, relaying, running
 from tests.support.settings import settings_for, with_kafka
 
 pytestmark = pytest.mark.integration
@@ -39,6 +47,13 @@ APPS: dict[str, Callable[[Settings], FastAPI]] = {
     "auth": auth_app,
     "enrolment": enrolment_app,
     "audit": audit_app,
+}
+
+
+CONSUMERS = {
+    "auth": {"sessions": True},
+    "enrolment": {"labels": True, "revocations": True},
+    "audit": {"audit": True, "revocations": True},
 }
 
 
@@ -51,24 +66,71 @@ async def test_readyz_is_503_naming_what_does_not_answer(
         client_for(enrolment_app(settings)) as enrolment,
         client_for(audit_app(settings)) as audit,
     ):
-        services = (auth, enrolment, audit)
-        for client in services:
+        services = {"auth": auth, "enrolment": enrolment, "audit": audit}
+        for name, client in services.items():
+            # The topic is empty: each consumer is caught up once it has connected.
+            await eventually(partial(_ready, client), within=30)
             ready = await client.get("/readyz")
-            assert ready.status_code == 200
             assert ready.json() == {
                 "status": "ready",
-                "checks": {"database": True, "broker": True},
+                "checks": {"database": True, "broker": True, **CONSUMERS[name]},
             }
         # The database goes away under the running services.
         name = unquote(urlsplit(database_url).path.lstrip("/"))
         await admin_sql(postgres_url, f'DROP DATABASE "{name}" WITH (FORCE)')
-        for client in services:
+        for service, client in services.items():
             gone = await client.get("/readyz")
             assert gone.status_code == 503
             assert gone.json() == {
                 "status": "unavailable",
-                "checks": {"database": False, "broker": True},
+                # Caught up once, caught up for good: only the database is missing.
+                "checks": {"database": False, "broker": True, **CONSUMERS[service]},
             }
+
+
+async def _ready(client: httpx.AsyncClient) -> bool:
+    return (await client.get("/readyz")).status_code == 200
+
+
+async def test_readyz_is_503_until_a_consumer_consumed_what_the_topic_held_at_start(
+    pool: asyncpg.Pool, database_url: str, kafka_bootstrap: str, topic: str
+) -> None:
+    store = EventStore(pool, REGISTRY)
+    for _ in range(3):  # on the topic before the service starts, through the real relay
+        event = NewEvent(AccountRegistered(username="u", email="u@x.org", password_hash="H"))
+        await store.append(f"account-{uuid.uuid4()}", [event], 0)
+    async with relaying(database_url, store, kafka_bootstrap, topic):
+        await read_topic(kafka_bootstrap, topic, until=lambda r: len(r) >= 3, within=20)
+
+    entered, gate, handled = asyncio.Event(), asyncio.Event(), []
+
+    async def paced(conn: asyncpg.Connection, event: IntegrationEvent, _: Delivery) -> None:
+        entered.set()
+        await gate.wait()  # the test says when the consumer may go on
+        handled.append(event.id)
+
+    settings = settings_for(database_url, **with_kafka(kafka_bootstrap, topic))
+
+    async def start(app: FastAPI, pool: asyncpg.Pool) -> list[Runner]:
+        consumer = events_consumer(settings, pool, "paced", paced)
+        app.state.consumers["paced"] = consumer.caught_up
+        return [consumer.run]
+
+    app = service_app(
+        settings, name="paced", summary="s", router=APIRouter(), clock=utc_now, start=start
+    )
+    async with client_for(app) as client:
+        await asyncio.wait_for(entered.wait(), 30)  # holding the first of the three
+        behind = await client.get("/readyz")
+        assert behind.status_code == 503
+        assert behind.json() == {
+            "status": "unavailable",
+            "checks": {"database": True, "broker": True, "paced": False},
+        }
+        gate.set()
+        await eventually(lambda: _ready(client), within=30)
+        assert len(handled) == 3  # ready only once all three were handled and committed
+        assert (await client.get("/readyz")).json()["checks"]["paced"] is True
 
 
 async def test_readyz_names_a_broker_that_does_not_answer(database_url: str) -> None:
@@ -77,7 +139,10 @@ async def test_readyz_names_a_broker_that_does_not_answer(database_url: str) -> 
     async with client_for(auth_app(settings)) as client:
         answer = await client.get("/readyz")
     assert answer.status_code == 503
-    assert answer.json() == {"status": "unavailable", "checks": {"database": True, "broker": False}}
+    assert answer.json() == {
+        "status": "unavailable",
+        "checks": {"database": True, "broker": False, "sessions": False},
+    }
 
 
 PORTAL = "https://portal.example.org"

@@ -122,7 +122,7 @@ class Stack:
         """What process ``name`` starts with: the stack's settings, its own development
         keys and no other key, its own database login (named after it, so SQL can tell
         whose connections they are: the active relay), its own metrics port."""
-        kind = name.rsplit("-", 1)[0]
+        kind = name.split(".", 1)[0].rsplit("-", 1)[0]  # auth-1, enrolment.late-1
         dsn = login_dsn(self.admin_dsn, kind) + f"&application_name={name}"
         return {
             **self.env,
@@ -135,16 +135,26 @@ class Stack:
     def _add(self, name: str, argv: list[str], port: int | None = None) -> None:
         self.processes[name] = Process(name, argv, self.root / "logs" / f"{name}.log", port)
 
-    def start_process(self, name: str) -> None:
+    def start_process(self, name: str, settings: dict[str, str] | None = None) -> None:
         process = self.processes[name]
         process.log.parent.mkdir(parents=True, exist_ok=True)
         with process.log.open("ab") as log:
             process.popen = subprocess.Popen(
                 [sys.executable, "-m", "services.cli", *process.argv],
-                env=self.process_env(name),
+                env={**self.process_env(name), **(settings or {})},
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
+
+    def start_late_replica(self, service: str, **settings: str) -> str:
+        """One more replica of ``service`` (``<service>.late-N``), started now with the
+        same environment (plus ``settings``) on a free port; left out of
+        ``urls(service)``. Its name: stop it with ``kill`` (``stop()`` stops it too)."""
+        late = sum(1 for name in self.processes if name.startswith(f"{service}.late-"))
+        name = f"{service}.late-{late + 1}"
+        self._add(name, ["serve", service, "--port", str(port := free_port())], port)
+        self.start_process(name, settings)
+        return name
 
     def kill(self, name: str, sig: int = signal.SIGKILL) -> None:
         process = self.processes[name]

@@ -14,6 +14,7 @@ import json
 import math
 import random
 import secrets
+import signal
 import statistics
 import subprocess
 import sys
@@ -23,6 +24,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import asyncpg
 import httpx
@@ -1442,6 +1444,90 @@ async def test_forged_events_on_the_bus_unsigned_wrong_key_altered_schema_invali
     assert all(v == 0 for v in got_in.values()), (got_in, letters)
     assert session_ended == 0, [a.status_code for a in sessions]
     assert verified.json()["ok"] is True, verified.json()
+
+
+# -- ready means caught up --------------------------------------------------------------
+
+
+def label_of(started: httpx.Response) -> str:
+    """The account part of the otpauth:// URI an enrolment answered with."""
+    return unquote(urlsplit(started.json()["otpauth_uri"]).path).rsplit(":", 1)[1]
+
+
+async def test_label_right_after_start_is_the_email(api: Api, staff: Staff) -> None:
+    """Registered, then enrolment started at once on each replica, before the label
+    projection can have the email: the QR label is the email, never the account id."""
+    for replica in (0, 1):
+        user = await api.register(staff.support.access, prefix="label")
+        started = await api.call(
+            "POST",
+            "enrolment",
+            "/v1/2fa/enrolment",
+            replica=replica,
+            token=user.access,
+            carries_secrets=True,
+        )
+        assert started.status_code == 201, started.text
+        api.recorder.secret(f"totp secret of {user.username}", started.json()["secret"])
+        wrong = label_of(started) != f"{user.username}@example.org"
+        REPORT.attack("label right after start", tried=1, succeeded=wrong)
+        assert not wrong, (label_of(started), user.account_id)
+
+
+LATE_REPLICA_PATHS = {"enrolment": "/v1/2fa", "audit": "/v1/audit/verify"}
+
+
+async def first_ready(stack: Stack, client: httpx.AsyncClient, name: str) -> None:
+    """Ask ``name``'s /readyz back to back until the first 200 (a fresh process: the
+    token is then tried the moment it says ready, as a load balancer would route)."""
+    deadline = asyncio.get_running_loop().time() + 60
+    while asyncio.get_running_loop().time() < deadline:
+        assert stack.processes[name].alive, stack.log_text(name)[-4000:]
+        try:
+            if (await client.get(stack.url(name) + "/readyz")).status_code == 200:
+                return
+        except httpx.TransportError:
+            await asyncio.sleep(0.01)  # not listening yet
+    raise AssertionError(f"{name} not ready within 60 s")
+
+
+async def test_revoked_sessions_token_at_a_fresh_replica(
+    api: Api, staff: Staff, stack: Stack
+) -> None:
+    """A session ended, its revocation on Kafka; then a NEW enrolment and a NEW audit
+    process start: once /readyz says 200 they refuse its (unexpired) token at once."""
+    user = await with_staff_roles(api, stack, "late.replica")
+    await api.enable_2fa(user)
+    await api.login_aal2(user, now())
+    revoked = user.access
+    works = await api.call("GET", "audit", "/v1/audit/verify", token=revoked)
+    assert works.status_code == 200, works.text  # a token that would get in
+    ended = await api.call("POST", "auth", "/v1/logout", token=revoked)
+    assert ended.status_code == 204
+
+    async def on_kafka() -> bool:  # the running replicas refuse it: the record is out
+        answer = await api.call("GET", "enrolment", "/v1/2fa", token=revoked)
+        return answer.status_code == 401
+
+    await eventually(on_kafka, within=30)
+    # Fetches held 2 s, as a busy cluster may answer them: its revocation feed takes that
+    # long to replay, and a /readyz that did not wait for it would say 200 meanwhile.
+    slow = {"TWOFA_KAFKA_FETCH_MAX_WAIT_MS": "2000"}
+    late = {stack.start_late_replica(s, **slow): path for s, path in LATE_REPLICA_PATHS.items()}
+    try:
+        for name, path in late.items():
+            await first_ready(stack, api.client, name)  # and not a moment later
+            answer = await api.client.get(
+                stack.url(name) + path, headers={"Authorization": f"Bearer {revoked}"}
+            )
+            REPORT.requests += 1
+            api.recorder.response(answer, carries_secrets=False)
+            got_in = not INVALID_TOKEN.matches(answer)
+            REPORT.attack("revoked session's token at a fresh replica", tried=1, succeeded=got_in)
+            assert not got_in, (name, answer.status_code, answer.text)
+    finally:
+        for name in late:
+            stack.kill(name, signal.SIGTERM)
 
 
 # -- the sweep, after every attack -------------------------------------------------------
