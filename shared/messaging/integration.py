@@ -23,7 +23,7 @@ from typing import Any, Final
 import orjson
 
 from shared.eventstore.envelope import RecordedEvent
-from shared.messaging.canonical import canonical
+from shared.security.canonical import canonical
 
 __all__ = [
     "INTERNAL",

@@ -39,8 +39,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from prometheus_client import Counter
 
-from shared.messaging.canonical import canonical
 from shared.messaging.integration import IntegrationEvent, MalformedEventError
+from shared.security.canonical import canonical
 from shared.security.keys import SigningKeys
 
 __all__ = [

@@ -15,7 +15,6 @@ import rfc8785
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.audit.domain.canonical import NotCanonicalError, canonical_json
 from services.audit.domain.chain import (
     GENESIS,
     ChainWalk,
@@ -25,6 +24,7 @@ from services.audit.domain.chain import (
     legacy_content,
     link,
 )
+from shared.security.canonical import NotCanonicalError, canonical
 
 AT = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 
@@ -237,8 +237,8 @@ CANONICAL: list[tuple[Any, bytes]] = [
 
 @pytest.mark.parametrize(("value", "expected"), CANONICAL)
 def test_canonical_bytes_are_rfc_8785(value: Any, expected: bytes) -> None:
-    assert canonical_json(value) == expected
-    assert canonical_json(orjson.loads(expected)) == expected
+    assert canonical(value) == expected
+    assert canonical(orjson.loads(expected)) == expected
 
 
 # Each value RFC 8785 cannot write, and what the refusal says (never the value itself).
@@ -262,7 +262,7 @@ REFUSED: list[tuple[Any, str]] = [
 @pytest.mark.parametrize(("value", "reason"), REFUSED)
 def test_what_rfc_8785_cannot_write_is_refused(value: Any, reason: str) -> None:
     with pytest.raises(NotCanonicalError) as refused:
-        canonical_json({"data": value})
+        canonical({"data": value})
     assert str(refused.value) == reason
 
 
@@ -289,5 +289,5 @@ _JSON = st.recursive(
 @given(_JSON)
 def test_canonical_bytes_are_rfc8785s_and_read_back_to_themselves(value: Any) -> None:
     expected = rfc8785.dumps(value)
-    assert canonical_json(value) == expected
-    assert canonical_json(orjson.loads(expected)) == expected
+    assert canonical(value) == expected
+    assert canonical(orjson.loads(expected)) == expected

@@ -22,7 +22,7 @@ from typing import Any
 
 import orjson
 
-from services.audit.domain.canonical import NotCanonicalError, canonical_json
+from shared.security.canonical import NotCanonicalError, canonical
 
 __all__ = [
     "COLUMNS",
@@ -76,7 +76,7 @@ class Entry:
     def content(self) -> bytes:
         """The bytes the entry is stored and hashed as; ``NotCanonicalError`` for data
         RFC 8785 cannot write (the record is refused, never stored altered)."""
-        return canonical_json(self.document())
+        return canonical(self.document())
 
     @classmethod
     def read(cls, content: bytes) -> Entry:

@@ -1,4 +1,5 @@
-"""Canonical JSON (RFC 8785, JCS): the one byte form of a JSON value, for hashing it.
+"""Canonical JSON (RFC 8785, JCS): the one byte form of a JSON value, for signing or
+hashing it (the relay's signatures, the audit log's entries).
 
 The bytes are those of ``rfc8785.dumps`` (a test holds the two equal): keys sorted by
 UTF-16 code units, no whitespace, strings as written by ECMAScript, every number as the
@@ -25,7 +26,7 @@ from typing import Any
 import orjson
 import rfc8785
 
-__all__ = ["NotCanonicalError", "canonical_json"]
+__all__ = ["NotCanonicalError", "canonical"]
 
 _SAFE = 2**53 - 1
 
@@ -34,7 +35,7 @@ class NotCanonicalError(ValueError):
     """A value RFC 8785 cannot write: refuse it rather than store something else."""
 
 
-def canonical_json(value: Any) -> bytes:
+def canonical(value: Any) -> bytes:
     """The RFC 8785 bytes of ``value`` (dicts, lists, str, int, float, bool, None)."""
     try:
         return orjson.dumps(_prepared(value))
