@@ -4,6 +4,7 @@ before migration 0007 verify the old way."""
 
 from __future__ import annotations
 
+import base64
 import shutil
 import uuid
 from collections.abc import AsyncIterator
@@ -21,6 +22,7 @@ from services.audit.adapters import log_store
 from services.audit.domain.chain import GENESIS, Entry, legacy_content, link
 from services.audit.main import create_app
 from shared.messaging.integration import IntegrationEvent
+from shared.messaging.signing import KID_HEADER, SIGNATURE_HEADER, signing_input
 from shared.platform.db import MIGRATIONS_DIR, create_pool, migrate
 from tests.support.apps import client_for
 from tests.support.audit import issue
@@ -29,7 +31,7 @@ from tests.support.database import admin_sql
 from tests.support.kafka import read_topic
 from tests.support.polling import eventually
 from tests.support.servers import with_database
-from tests.support.settings import settings_for, with_kafka
+from tests.support.settings import event_signer, settings_for, with_kafka
 
 pytestmark = pytest.mark.integration
 
@@ -39,10 +41,8 @@ REGULAR = b'"reason":"password","trusted_device":false'
 # the data its stored bytes then hold, in canonical form: what the API must show.
 ODD_BODIES: list[tuple[str, bytes, bytes]] = [
     ("1e16", b'{"consecutive_failures":1e16,' + REGULAR + b"}", b"10000000000000000"),
-    ("1.5e-7", b'{"consecutive_failures":1.5e-7,' + REGULAR + b"}", b"1.5e-7"),
     ("2**53", b'{"consecutive_failures":9007199254740992,' + REGULAR + b"}", b"9007199254740992"),
     ("1.0", b'{"consecutive_failures":1.0,' + REGULAR + b"}", b"1"),
-    ("-0.0", b'{"consecutive_failures":-0.0,' + REGULAR + b"}", b"0"),
     ("1E+2", b'{"consecutive_failures":1E+2,' + REGULAR + b"}", b"100"),
     ("\\u00e9", rb'{"consecutive_failures":1,"reason":"caf\u00e9","trusted_device":false}', b"1"),
     (
@@ -66,23 +66,37 @@ REASONS = {
     '\\"': 'say "hi"',
 }
 
-# Bodies RFC 8785 cannot write: each goes to the DLQ, and the log goes on without it.
-REFUSED_BODIES: list[tuple[str, bytes]] = [
-    ("2**53 + 1", b'{"consecutive_failures":9007199254740993,' + REGULAR + b"}"),
-    ("lone surrogate", rb'{"consecutive_failures":1,"reason":"\ud800","trusted_device":false}'),
-    ("1e400", b'{"consecutive_failures":1e400,' + REGULAR + b"}"),
-    ("NaN", b'{"consecutive_failures":NaN,' + REGULAR + b"}"),
+# Bodies that never reach the log, each with the DLQ reason: what RFC 8785 cannot write
+# (audit refuses it: handler_failed), what is not JSON (malformed) and what the event's
+# schema refuses (a count that is not an integer: 1.5e-7, and -0.0, a float's sign; their
+# canonical forms, "1.5e-7" and "0", are tested in tests/unit/test_audit_chain.py).
+REFUSED_BODIES: list[tuple[str, bytes, bytes]] = [
+    ("2**53 + 1", b'{"consecutive_failures":9007199254740993,' + REGULAR + b"}", b"handler_failed"),
+    (
+        "lone surrogate",
+        rb'{"consecutive_failures":1,"reason":"\ud800","trusted_device":false}',
+        b"malformed",
+    ),
+    ("1e400", b'{"consecutive_failures":1e400,' + REGULAR + b"}", b"malformed"),
+    ("NaN", b'{"consecutive_failures":NaN,' + REGULAR + b"}", b"malformed"),
+    ("1.5e-7", b'{"consecutive_failures":1.5e-7,' + REGULAR + b"}", b"schema_invalid"),
+    ("-0.0", b'{"consecutive_failures":-0.0,' + REGULAR + b"}", b"schema_invalid"),
 ]
 
 
 async def produce_record(
     producer: AIOKafkaProducer, topic: str, event: IntegrationEvent, body: bytes
 ) -> None:
-    """Put ``event`` on ``topic`` as the relay would, its body exactly ``body``.
-
-    Every record of these tests goes through here: the one place to sign them.
-    """
-    await producer.send_and_wait(topic, body, key=event.key, headers=event.headers())
+    """Put ``event`` on ``topic`` as the relay would, its body exactly ``body``, signed
+    with this test's event key (the signature covers the body's bytes as they are)."""
+    headers = event.headers()
+    keys = event_signer().keys
+    signature = keys.sign_bytes(signing_input({k: v.decode() for k, v in headers}, body))
+    headers += [
+        (SIGNATURE_HEADER, base64.b64encode(signature)),
+        (KID_HEADER, keys.active_kid.encode()),
+    ]
+    await producer.send_and_wait(topic, body, key=event.key, headers=headers)
 
 
 def login_failed(account: str, position: int) -> IntegrationEvent:
@@ -121,7 +135,7 @@ async def test_stored_bytes_are_what_is_hashed_whatever_jsonb_would_make_of_them
     producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
     await producer.start()
     try:
-        cases = [(name, body) for name, body, _ in ODD_BODIES] + REFUSED_BODIES
+        cases = [(name, body) for name, body, _ in ODD_BODIES + REFUSED_BODIES]
         for position, (name, body) in enumerate(cases, start=1):
             sent[name] = login_failed(account, position)
             await produce_record(producer, topic, sent[name], body)
@@ -136,9 +150,13 @@ async def test_stored_bytes_are_what_is_hashed_whatever_jsonb_would_make_of_them
         return bool(count >= len(ODD_BODIES))
 
     await eventually(all_stored, within=30)
-    assert sorted(r.value for r in dead if r.value) == sorted(b for _, b in REFUSED_BODIES)
-    errors = {dict(r.headers)["ce_id"]: dict(r.headers)["dlq_error"] for r in dead}
-    assert errors[str(sent["2**53 + 1"].id).encode()].startswith(b"NotCanonicalError: ")
+    assert sorted(r.value for r in dead if r.value) == sorted(b for _, b, _ in REFUSED_BODIES)
+    letters = {dict(r.headers)["ce_id"]: dict(r.headers) for r in dead}
+    for name, _, reason in REFUSED_BODIES:
+        assert letters[str(sent[name].id).encode()]["dlq_reason"] == reason, name
+    assert letters[str(sent["2**53 + 1"].id).encode()]["dlq_error"].startswith(
+        b"NotCanonicalError: "
+    )
 
     verified = (await client.get("/v1/audit/verify", headers=bearer)).json()
     assert verified["ok"] is True and verified["entries"] == len(ODD_BODIES), verified
