@@ -1292,7 +1292,8 @@ def forgeries(stack: Stack, victim: User, genuine: ConsumerRecord[bytes, bytes])
     reset = attacker_event("twofa.reset_approved", account, {})
     impostor = EventSigner(SigningKeys.generate("local-1"))  # make run's key id, another key
     stranger = EventSigner(SigningKeys.generate("attacker-1"))
-    relay = EventSigner(SigningKeys.from_config(stack.env["TWOFA_EVENT_SIGNING_KEYS"], None))
+    relay_keys = stack.process_env("relay-1")["TWOFA_EVENT_SIGNING_KEYS"]
+    relay = EventSigner(SigningKeys.from_config(relay_keys, None))
     out: list[Forgery] = []
 
     def add(attack: str, reason: str, headers: list[tuple[str, bytes]], value: bytes) -> None:

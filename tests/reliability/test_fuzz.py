@@ -26,6 +26,7 @@ requests writes events and the count is exact.
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 import zlib
 from collections import Counter, defaultdict
@@ -460,11 +461,21 @@ def load(
     request.node.stash[TALLY] = counted
     schema = schemathesis.openapi.from_asgi("/openapi.json", counted, config=CONFIG)
     schema.auth(refresh_interval=None)(Somebody)  # asked for every case, never cached
+    wait_until_ready(service, schema)
     yield schema
     REPORT.requests += counted.requests
     REPORT.other[f"fuzz cases ({service})"] += counted.cases
     short = tabulate(service, counted)
     assert not short, f"under {PAST_AUTH_FLOOR:.0%} of the cases got past the token: {short}"
+
+
+def wait_until_ready(service: str, schema: Schema, within: float = 60.0) -> None:
+    """Fuzz a service once it is ready, as a load balancer would send it traffic: its
+    consumers caught up (``/readyz`` is 503 until then, a documented answer)."""
+    deadline = time.monotonic() + within
+    while (answer := schema["/readyz"]["GET"].Case().call()).status_code != 200:
+        assert time.monotonic() < deadline, f"{service} is not ready: {answer.text}"
+        time.sleep(0.2)
 
 
 # Who each case is sent as ------------------------------------------------------------
