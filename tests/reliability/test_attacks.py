@@ -34,6 +34,7 @@ import pytest_asyncio
 from aiokafka import AIOKafkaProducer, ConsumerRecord
 
 from shared.devtools.logins import SERVICE_GROUPS, SERVICE_LOGINS
+from shared.devtools.servers import free_port
 from shared.domain.twofactor.state import TwoFactorState
 from shared.eventstore.snapshots import TwoFactorFold
 from shared.eventstore.streams import twofactor_stream
@@ -49,6 +50,7 @@ from tests.reliability.sweep import Recorder, assert_no_secrets
 from tests.support.forbidden import denied_to
 from tests.support.kafka import read_topic
 from tests.support.polling import eventually
+from tests.support.production import production_values
 from tests.support.totp import otp
 
 pytestmark = [pytest.mark.reliability, pytest.mark.asyncio(loop_scope="module")]
@@ -1172,6 +1174,120 @@ async def test_metrics_or_any_public_answer_telling_a_real_username_from_an_unkn
     assert seen[True] == seen[False] and len(seen[True]) == 1, seen
     assert not under_floor, under_floor  # every wrong password waits for the 300 ms floor
     assert abs(z) <= 3.0, (z, {k: statistics.median(v) for k, v in timings.items()})
+
+
+# -- development keys in production ---------------------------------------------------
+
+PRODUCTION_COMMANDS = {
+    "auth": ["serve", "auth"],
+    "enrolment": ["serve", "enrolment"],
+    "audit": ["serve", "audit"],
+    "relay": ["relay"],
+}
+
+
+@dataclass(frozen=True)
+class ProductionStart:
+    """A production start that must stop before serving, and what its error must name."""
+
+    attack: str
+    process: str
+    env: dict[str, str]
+    names: str
+
+
+def production_starts(stack: Stack) -> list[ProductionStart]:
+    """For each process, production with real keys but one that make run wrote (this
+    stack's own ``dev.env``), each key it holds in turn; then a broker connection that
+    does not authenticate, and no broker at all."""
+    starts = []
+    for process in PRODUCTION_COMMANDS:
+        env = stack.process_env(f"{process}-1")
+        real = production_values()
+        env = {k: v for k, v in env.items() if k not in real} | {"TWOFA_ENV": "production"}
+        sasl = {
+            "TWOFA_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+            "TWOFA_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+            "TWOFA_KAFKA_SASL_USERNAME": f"twofa-{process}",
+            "TWOFA_KAFKA_SASL_PASSWORD": secrets.token_hex(16),
+        }
+        held = {setting: use for setting, use in KEY_HOLDERS.items() if process in use.holders}
+        valid = (
+            env
+            | sasl
+            | {
+                name: real[name]
+                for setting, use in held.items()
+                for name in (f"TWOFA_{n.upper()}" for n in (setting, *use.companions))
+                if name in real
+            }
+        )
+        made_by_make_run = stack.process_env(f"{process}-1")
+        for setting, use in held.items():
+            names = [f"TWOFA_{n.upper()}" for n in (setting, *use.companions)]
+            dev = {n: made_by_make_run[n] for n in names if n in made_by_make_run}
+            swapped = {k: v for k, v in valid.items() if k not in names} | dev
+            starts.append(
+                ProductionStart("make run's keys in production", process, swapped, names[0])
+            )
+        plaintext = {k: v for k, v in valid.items() if k not in sasl}
+        starts.append(
+            ProductionStart(
+                "an unauthenticated broker in production",
+                process,
+                plaintext,
+                "TWOFA_KAFKA_SECURITY_PROTOCOL",
+            )
+        )
+        no_broker = {k: v for k, v in valid.items() if k != "TWOFA_KAFKA_BOOTSTRAP_SERVERS"}
+        starts.append(
+            ProductionStart(
+                "no broker in production",
+                process,
+                no_broker | {"TWOFA_WITHOUT_BROKER": "true"},
+                "TWOFA_WITHOUT_BROKER",
+            )
+        )
+    return starts
+
+
+async def refused_before_serving(start: ProductionStart) -> bool:
+    """Did the process stop at once with a configuration error naming the setting?"""
+    argv = PRODUCTION_COMMANDS[start.process]
+    if argv[0] == "serve":
+        argv = [*argv, "--port", str(free_port())]
+    child = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "services.cli",
+        *argv,
+        env=start.env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        _, err = await asyncio.wait_for(child.communicate(), 60)
+    except TimeoutError:  # it is serving: the refusal did not happen
+        child.kill()
+        await child.wait()
+        return False
+    text = err.decode(errors="replace")
+    secret_values = [v for k, v in start.env.items() if "KEY" in k and len(v) > 16]
+    assert not any(value in text for value in secret_values), "a key in the error"
+    return child.returncode == 2 and "configuration error" in text and start.names in text
+
+
+async def test_development_keys_and_no_broker_security_in_production(stack: Stack) -> None:
+    starts = production_starts(stack)
+    results: list[bool] = []
+    for batch in range(0, len(starts), 4):  # 2 cores: a few interpreters at a time
+        chunk = starts[batch : batch + 4]
+        results += await asyncio.gather(*(refused_before_serving(s) for s in chunk))
+    for attack in sorted({s.attack for s in starts}):
+        tried = [ok for s, ok in zip(starts, results, strict=True) if s.attack == attack]
+        REPORT.attack(attack, tried=len(tried), succeeded=tried.count(False))
+    started = [(s.process, s.names) for s, ok in zip(starts, results, strict=True) if not ok]
+    assert started == [], f"started in production with: {started}"
 
 
 # -- least privilege: each process's own login and keys ----------------------------------

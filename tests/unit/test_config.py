@@ -9,12 +9,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from shared.platform.config import ConfigurationError, Settings
 from shared.platform.key_holders import KEY_HOLDERS, PROCESSES, Process, key_variables
 from shared.security.crypto import new_key
 from shared.security.keys import SigningKeys
+from tests.support.production import named, production_values
 
 
 def key() -> str:
@@ -252,10 +252,6 @@ def test_make_run_keys_still_serve_development(
     assert settings.key_ring() and len(settings.server_key("recovery_code_key")) > 32
 
 
-def named(kid: str, raw: bytes) -> str:
-    return f"{kid}:{base64.b64encode(raw).decode()}"
-
-
 @pytest.mark.parametrize(
     ("kid", "why"),
     [("dev-1a2b", "development key id"), ("local-1", "development key id")],
@@ -340,26 +336,6 @@ def test_snapshot_keys_a_throwaway_in_development_a_ring_that_rotates_in_product
 
 
 # -- the keys of each process (KEY_HOLDERS) ---------------------------------------------
-
-
-def production_values() -> dict[str, str]:
-    """A valid production value of each key setting (a new key setting adds one line)."""
-    seed = secrets.token_bytes(32)
-    public = Ed25519PrivateKey.from_private_bytes(seed).public_key().public_bytes_raw()
-    return {
-        "TWOFA_ENCRYPTION_KEYS": named("2026-06", secrets.token_bytes(32)),
-        "TWOFA_ENCRYPTION_ACTIVE_KEY_ID": "2026-06",
-        "TWOFA_JWT_SIGNING_KEYS": named("sig-2026", seed),
-        "TWOFA_JWT_ACTIVE_KEY_ID": "sig-2026",
-        "TWOFA_JWT_VERIFY_KEYS": named("sig-2026", public),
-        "TWOFA_RECOVERY_CODE_KEY": key(),
-        "TWOFA_DEVICE_TOKEN_KEY": key(),
-        "TWOFA_SNAPSHOT_KEYS": named("snap-2026", secrets.token_bytes(32)),
-        "TWOFA_SNAPSHOT_ACTIVE_KEY_ID": "snap-2026",
-        "TWOFA_EVENT_SIGNING_KEYS": named("events-2026", seed),
-        "TWOFA_EVENT_SIGNING_ACTIVE_KEY_ID": "events-2026",
-        "TWOFA_EVENT_VERIFY_KEYS": named("events-2026", public),
-    }
 
 
 def checked_settings() -> list[str]:
