@@ -234,14 +234,16 @@ class Stack:
         self.processes.append(process)
         return process
 
-    async def serve(self, service: str, env: Mapping[str, str]) -> Process:
-        """``twofa serve SERVICE`` on a free loopback port, once ``/readyz`` answers 200."""
+    async def serve(self, service: str, env: Mapping[str, str], *, ready: bool = True) -> Process:
+        """``twofa serve SERVICE`` on a free loopback port, once ``/readyz`` answers 200
+        (its consumers caught up); ``ready=False``: at once, to watch it catch up."""
         port = free_port()
         process = self.start(
             service, ["-m", "services.cli", "serve", service, "--port", str(port)], env, service
         )
         process.port = port
-        await self.wait_ready(process)
+        if ready:
+            await self.wait_ready(process)
         return process
 
     async def serve_module(self, name: str, module: str, env: Mapping[str, str]) -> Process:
