@@ -925,6 +925,26 @@ def test_every_http_service_has_probes_and_a_service() -> None:
         assert matching[0]["spec"]["ports"][0]["targetPort"] == named["name"]
 
 
+def test_metrics_ports_are_reachable_from_prometheus_only() -> None:
+    (policy,) = [doc for doc in applied_docs() if doc["kind"] == "NetworkPolicy"]
+    spec = policy["spec"]
+    assert spec["policyTypes"] == ["Ingress"]
+    selected = spec["podSelector"]["matchLabels"].items()
+    for workload in workloads():
+        labels = workload["spec"]["template"]["metadata"]["labels"]
+        assert selected <= labels.items(), workload["metadata"]["name"]
+        if workload["kind"] == "Deployment":
+            names = {port["name"] for port in container(workload)["ports"]}
+            assert "metrics" in names, workload["metadata"]["name"]
+    rules = {port["port"]: rule for rule in spec["ingress"] for port in rule["ports"]}
+    assert set(rules) == {"metrics", "http"}, "nothing else is let in"
+    prometheus = {"namespaceSelector": {"matchLabels": {"twofa/monitoring": "prometheus"}}}
+    assert rules["metrics"]["from"] == [prometheus]
+    assert "from" not in rules["http"], "the API ports, from the cluster's Ingress"
+    for service in (doc for doc in applied_docs() if doc["kind"] == "Service"):
+        assert all(port["targetPort"] != "metrics" for port in service["spec"]["ports"])
+
+
 def test_scaling_and_disruption_budgets() -> None:
     relay = deployment("twofa-relay")
     assert relay["spec"]["replicas"] == 2
