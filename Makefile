@@ -29,8 +29,12 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 # pytest exits 5 when it collected no test: that is a failure here, not a pass.
+# Two workers (pytest-xdist), each with its own embedded servers; a module stays on one
+# worker. PYTEST_WORKERS=0 runs in this process. make reliability stays serial.
+PYTEST_WORKERS ?= 2
+
 pytest: $(STAMP)
-	@$(BIN)/pytest $(PYTEST_ARGS); rc=$$?; \
+	@$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
 
 unit: $(STAMP)
